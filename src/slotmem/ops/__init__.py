@@ -1,0 +1,1 @@
+from .lattice import chunk_lattice, fused_recurrent_lattice, naive_lattice

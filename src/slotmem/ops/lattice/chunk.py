@@ -1,0 +1,151 @@
+"""Chunk-parallel Lattice (``shared/spec/lattice.md``, "Chunk-wise parallel form").
+
+Chunks run one after the other; inside a chunk everything is matmuls. Inner gradients are
+taken at the chunk-start state ``S0`` (``chunk_mode='stale'``) or the update is linearised
+into a per-slot gate (``'linearized'``); the slot norms used by the reads are exact.
+``chunk_size=1`` is the exact recurrence, so ``fused_recurrent_lattice`` is this form with C=1.
+
+Notation per chunk (rows are the chunk's tokens): ``R`` residuals [C, d], ``P = R Ŝ0ᵀ``
+[C, m], ``Bm = η ⊙ K / n0`` [C, m], ``G = R Rᵀ`` [C, C]. In slot coordinates the running
+(unnormalised) state is ``u_t = S0 + Σ_{τ≤t} Be_τ Δ'_τ`` with ``Δ'_τ = r_τ - p_τ ŝ0`` (stale);
+``Be = λ ⊙ Bm``, where λ=1 unless ``slot_renorm='step'`` (then ``λ_τ = ||u_{τ-1}||`` undoes
+the per-token retraction, which the read is invariant to).
+"""
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+
+from ..utils import check_chunk_size, check_cu_seqlens, run_varlen, state_dtype
+from .knobs import LatticeKnobs, check_inputs, default_state, parse_knobs
+
+
+def chunk_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=64, cu_seqlens=None, **knobs):
+    """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] (per head) or [B, T, H, m] (per slot).
+
+    ``initial_state``: [B, H, m, d] (row i = slot i; [N, H, m, d] with ``cu_seqlens``).
+    Returns ``(o [B, T, H, d], final_state [B, H, m, d] or None)``; o is read after the write.
+    Calls chain exactly (T1 + T2 == T) when T1 is a multiple of ``chunk_size``.
+    """
+    kn = parse_knobs("chunk_lattice", knobs)
+    check_inputs(q, k, v, eta, initial_state)
+    check_chunk_size(chunk_size)
+    check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
+    if cu_seqlens is not None:
+        fn = partial(chunk_lattice, chunk_size=chunk_size, **knobs)
+        return run_varlen(fn, (q, k, v, eta), cu_seqlens, initial_state, output_final_state)
+    B, T, H, m = q.shape
+    d = v.shape[-1]
+    dt = state_dtype(q)
+    S = default_state(B, H, m, d, dt, q.device) if initial_state is None else initial_state.to(dt)
+    qh, kh, vh = (x.transpose(1, 2).to(dt) for x in (q, k, v))
+    eh = eta.transpose(1, 2).to(dt)
+    if eta.dim() == 3:
+        eh = eh[..., None]
+    outs = []
+    for s in range(0, T, chunk_size):
+        e = s + chunk_size
+        o_c, S = _chunk(qh[:, :, s:e], kh[:, :, s:e], vh[:, :, s:e], eh[:, :, s:e], S, kn)
+        outs.append(o_c)
+    o = torch.cat(outs, dim=2) if outs else vh.new_zeros(B, H, 0, d)
+    return o.transpose(1, 2).to(v.dtype), (S if output_final_state else None)
+
+
+def fused_recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, cu_seqlens=None, **knobs):
+    """The exact token-by-token recurrence (the decode path); same shapes as ``chunk_lattice``."""
+    return chunk_lattice(q, k, v, eta, initial_state=initial_state, output_final_state=output_final_state,
+                         chunk_size=1, cu_seqlens=cu_seqlens, **knobs)
+
+
+def _chunk(Q, K, V, E, S0, kn: LatticeKnobs):
+    """One chunk. Q, K: [B, H, C, m]; V: [B, H, C, d]; E: [B, H, C, 1|m]; S0: [B, H, m, d]."""
+    C = Q.shape[-2]
+    eps = kn.eps
+    S0g = S0.detach() if kn.outer_grad == "first_order" else S0  # where the inner gradient is taken
+    n0g = S0g.pow(2).sum(-1).sqrt().clamp_min(eps)
+    S0hat = S0g / n0g[..., None]
+    R = V if kn.objective == "similarity" else V - K @ S0hat
+    P = R @ S0hat.transpose(-1, -2)
+    Bm = E * K / n0g[..., None, :]
+    G = R @ R.transpose(-1, -2)
+    n0sq = S0.pow(2).sum(-1)
+    # <s0_i, r_σ> and <s0_i, ŝ0_i> with the live S0: zero-valued corrections that give the
+    # read's norms the right gradient when the inner step is detached (first_order).
+    W0 = R @ S0.transpose(-1, -2)
+    h = (S0hat * S0).sum(-1)
+    ones = torch.ones(C, C, dtype=Q.dtype, device=Q.device)
+    stale = kn.chunk_mode == "stale"
+    gate = None if stale else 1.0 - Bm * P / n0g[..., None, :]
+
+    if stale and kn.slot_renorm != "step":
+        Be = Bm
+        strict = torch.tril(ones, -1)
+        X = (G * strict) @ Be - P * (strict @ (P * Be))
+        Dg = torch.diagonal(G, dim1=-2, dim2=-1)[..., None] - P * P
+        n2 = n0sq[..., None, :] + torch.cumsum(Be * Be * Dg + 2 * Be * (X + W0 - P * h[..., None, :]), dim=-2)
+    else:
+        Be, n2 = _norm_scan(Bm, P, G, W0, h, n0sq, gate, kn)
+
+    nr = n2 if kn.read == "after" else torch.cat([n0sq[..., None, :], n2[..., :-1, :]], dim=-2)
+    Qn = Q / nr.sqrt().clamp_min(eps)
+    mask = torch.tril(ones, 0 if kn.read == "after" else -1)
+    if stale:
+        O = Qn @ S0 + ((Qn @ Be.transpose(-1, -2)) * mask) @ R - ((mask @ (Be * P)) * Qn) @ S0hat
+        u = S0 + Be.transpose(-1, -2) @ R - (Be * P).sum(-2)[..., None] * S0hat
+    else:
+        A = torch.cumprod(gate, dim=-2)                       # A_t = Π_{σ≤t} γ_σ   [B, H, C, m]
+        D = _decay(gate) * torch.tril(ones)[..., None]      # D[t, τ] = Π_{τ<σ≤t} γ_σ   [B, H, C, C, m]
+        if kn.read == "before":
+            A_read = torch.cat([torch.ones_like(A[..., :1, :]), A[..., :-1, :]], dim=-2)
+            D_read = F.pad(D[..., :-1, :, :], (0, 0, 0, 0, 1, 0))
+        else:
+            A_read, D_read = A, D
+        O = (Qn * A_read) @ S0 + torch.einsum("bhti,bhtsi,bhsi->bhts", Qn, D_read, Be) @ R
+        u = A[..., -1, :, None] * S0 + (D[..., -1, :, :] * Be).transpose(-1, -2) @ R
+    if kn.slot_renorm == "none":
+        return O, u
+    scale = n2[..., -1, :].sqrt().clamp_min(eps)
+    return O, u / (scale.detach() if kn.outer_grad == "first_order" else scale)[..., None]
+
+
+def _decay(gate: torch.Tensor) -> torch.Tensor:
+    """gate [B, H, C, m] -> D [B, H, C, C, m] with D[t, τ] = Π_{τ<σ≤t} gate_σ (1 on the diagonal).
+
+    Gates may leave (0, 1] (even change sign), so products are taken directly, not in log space.
+    """
+    C = gate.shape[-2]
+    later = torch.ones(C, C, dtype=torch.bool, device=gate.device).tril(-1)  # σ > τ
+    factors = torch.where(later[..., None], gate[..., :, None, :], torch.ones_like(gate[..., :, None, :]))
+    return torch.cumprod(factors, dim=-3)
+
+
+def _norm_scan(Bm, P, G, W0, h, n0sq, gate, kn: LatticeKnobs):
+    """Exact squared norms of the running slots, token by token inside the chunk (O(C² m)).
+
+    Needed when steps depend on earlier norms (``slot_renorm='step'``) or for the linearised
+    gate. Tracks ``N = ||u_t||²`` and ``Wv[σ] = <u_t, r_σ>`` for all σ of the chunk.
+    Returns ``(Be, n2)``, both [B, H, C, m].
+    """
+    C = Bm.shape[-2]
+    N, Wv = n0sq, W0
+    Be_rows, n2_rows = [], []
+    for t in range(C):
+        lam = 1.0
+        if kn.slot_renorm == "step" and t > 0:
+            lam = N.sqrt().clamp_min(kn.eps)
+            lam = lam.detach() if kn.outer_grad == "first_order" else lam
+        bt = Bm[..., t, :] * lam
+        Gt = G[..., t, :, None]  # <r_t, r_σ> for all σ: [B, H, C, 1]
+        if gate is None:  # stale: u_t = u_{t-1} + b_t (r_t - p_t ŝ0)
+            Pt = P[..., t, :]
+            N = N + 2 * bt * (Wv[..., t, :] - Pt * h) + bt * bt * (G[..., t, t, None] - Pt * Pt)
+            Wv = Wv + bt[..., None, :] * (Gt - Pt[..., None, :] * P)
+        else:  # linearized: u_t = γ_t u_{t-1} + b_t r_t
+            g = gate[..., t, :]
+            N = g * g * N + 2 * g * bt * Wv[..., t, :] + bt * bt * G[..., t, t, None]
+            Wv = g[..., None, :] * Wv + bt[..., None, :] * Gt
+        Be_rows.append(bt)
+        n2_rows.append(N)
+    return torch.stack(Be_rows, dim=-2), torch.stack(n2_rows, dim=-2)
