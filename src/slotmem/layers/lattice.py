@@ -1,0 +1,91 @@
+"""``LatticeAttention``: the Lattice token mixer (``shared/spec/lattice.md``, "Layer")."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..modules import ShortConvolution
+from ..ops.lattice import LatticeKnobs, chunk_lattice
+from .base import SlotMemoryLayer, num_sequences
+from .common import CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, resolve_heads
+
+
+class LatticeAttention(SlotMemoryLayer):
+    """Token mixer: x [B, T, hidden] -> [B, T, hidden].
+
+    Per head: ``q, k = code_activation(ShortConv(W x)) ∈ R^m``, ``v = SiLU(ShortConv(W_v x)) ∈ R^d``,
+    ``η = eta_max · sigmoid(W_η x)`` (per head or per slot), Lattice recurrence over ``m`` slots of
+    dim ``d``, per-head RMSNorm, output gate ``SiLU(W_g x)``, output projection.
+    State per head: ``m · d`` floats. Op knobs (objective, slot_renorm, chunk_mode, read,
+    outer_grad) pass through to ``chunk_lattice``.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = None, head_dim: int | None = None, *,
+                 conv_size: int = 4, code_activation: str = "l2norm", eta_mode: str = "head", eta_max: float = 1.0,
+                 chunk_size: int = 64, learn_initial_state: bool = True, norm_eps: float = 1e-5,
+                 layer_idx: int | None = None, **knobs):
+        super().__init__()
+        self.head_dim = resolve_heads(hidden_size, num_heads, head_dim)
+        self.num_slots = self.head_dim if num_slots is None else num_slots
+        check_positive_int("num_slots", self.num_slots)
+        check_positive_int("conv_size", conv_size)
+        check_positive_int("chunk_size", chunk_size)
+        check_positive_float("eta_max", eta_max)
+        check_choice("code_activation", code_activation, CODE_ACTIVATIONS)
+        check_choice("eta_mode", eta_mode, ("head", "slot"))
+        self.knobs = LatticeKnobs(**_known_knobs(knobs))
+        self.hidden_size, self.num_heads, self.layer_idx = hidden_size, num_heads, layer_idx
+        self.code_act, self.eta_mode, self.eta_max, self.chunk_size = code_activation, eta_mode, float(eta_max), chunk_size
+        H, m, d = num_heads, self.num_slots, self.head_dim
+        self.qkv_proj = nn.Linear(hidden_size, H * (2 * m + d), bias=False)
+        self.conv = ShortConvolution(H * (2 * m + d), conv_size)
+        self.eta_proj = nn.Linear(hidden_size, H * (m if eta_mode == "slot" else 1), bias=True)
+        self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
+        self.o_norm = nn.RMSNorm(d, eps=norm_eps)
+        self.o_proj = nn.Linear(H * d, hidden_size, bias=False)
+        s0 = _unit_slots(H, m, d)
+        if learn_initial_state:
+            self.initial_state = nn.Parameter(s0)
+        else:
+            self.register_buffer("initial_state", s0)
+
+    def state_size(self) -> int:
+        """Recurrent state floats per layer (excluding the conv cache)."""
+        return self.num_heads * self.num_slots * self.head_dim
+
+    def _mix(self, x, state, cu_seqlens, use_cache):
+        H, m, d = self.num_heads, self.num_slots, self.head_dim
+        y, conv_state = self.conv(self.qkv_proj(x), cache=None if state is None else state["conv_state"],
+                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
+        q, k, v = torch.split(y, [H * m, H * m, H * d], dim=-1)
+        q = code_activation(rearrange(q, "b t (h m) -> b t h m", h=H), self.code_act)
+        k = code_activation(rearrange(k, "b t (h m) -> b t h m", h=H), self.code_act)
+        v = F.silu(rearrange(v, "b t (h d) -> b t h d", h=H))
+        eta = self.eta_max * torch.sigmoid(self.eta_proj(x))
+        eta = rearrange(eta, "b t (h m) -> b t h m", h=H) if self.eta_mode == "slot" else eta
+        if state is None:
+            s0 = self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d)
+        else:
+            s0 = state["recurrent_state"]
+        o, new_state = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
+                                     chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+        o = self.o_norm(o.to(x.dtype)) * F.silu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
+        o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
+        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+
+
+def _known_knobs(knobs: dict) -> dict:
+    unknown = set(knobs) - set(LatticeKnobs.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"LatticeAttention got unknown argument(s): {sorted(unknown)}")
+    return knobs
+
+
+def _unit_slots(H: int, m: int, d: int) -> torch.Tensor:
+    """[H, m, d] slots: orthonormal rows (QR) when m <= d, unit random rows otherwise."""
+    g = torch.randn(H, d, m)
+    if m <= d:
+        return torch.linalg.qr(g).Q.transpose(-1, -2).contiguous()
+    return F.normalize(g.transpose(-1, -2), dim=-1).contiguous()
