@@ -1,0 +1,109 @@
+"""LatticeAttention: chaining with conv + recurrent caches, decode == forward, masks, errors."""
+import pytest
+import torch
+
+from slotmem.layers import LatticeAttention
+from slotmem.modules import RecurrentCache
+
+from .conftest import max_err
+
+
+def make_layer(**kw):
+    kw = dict(dict(hidden_size=32, num_heads=2, num_slots=8, layer_idx=0, chunk_size=1), **kw)
+    return LatticeAttention(**kw).double()
+
+
+@pytest.mark.parametrize("T1", [1, 2, 5])  # 1 and 2 are shorter than the conv width 4
+def test_layer_chaining_with_caches(T1):
+    layer = make_layer()
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    full, _, _ = layer(x)
+    cache = RecurrentCache()
+    a, _, cache = layer(x[:, :T1], past_key_values=cache, use_cache=True)
+    b, _, cache = layer(x[:, T1:], past_key_values=cache, use_cache=True)
+    assert max_err(full, torch.cat([a, b], 1)) < 1e-10
+    assert cache.get_seq_length() == 9
+
+
+def test_prefill_then_token_by_token_decode_equals_forward():
+    layer = make_layer()
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    full, _, _ = layer(x)
+    out, _, cache = layer(x[:, :4], use_cache=True)
+    outs = [out]
+    for t in range(4, 12):
+        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+        outs.append(o)
+    assert max_err(full, torch.cat(outs, 1)) < 1e-10
+    assert cache[0]["recurrent_state"].shape == (2, 2, 8, 16)
+    assert cache[0]["conv_state"].shape == (2, 2 * (8 + 8 + 16), 3)
+
+
+def test_chunked_layer_chains_at_chunk_boundaries():
+    layer = make_layer(chunk_size=4)
+    x = torch.randn(1, 12, 32, dtype=torch.float64)
+    full, _, _ = layer(x)
+    a, _, cache = layer(x[:, :8], use_cache=True)
+    b, _, _ = layer(x[:, 8:], past_key_values=cache, use_cache=True)
+    assert max_err(full, torch.cat([a, b], 1)) < 1e-10
+
+
+def test_padded_batch_equals_per_sample():
+    """Left padding is unpadded, not zeroed: each row equals its own unpadded run."""
+    layer = make_layer(chunk_size=4)
+    lens = [7, 3, 5]
+    x = torch.randn(3, 7, 32, dtype=torch.float64)
+    mask = torch.zeros(3, 7, dtype=torch.long)
+    for i, n in enumerate(lens):
+        mask[i, 7 - n:] = 1
+    out, _, _ = layer(x, attention_mask=mask)
+    for i, n in enumerate(lens):
+        ref, _, _ = layer(x[i:i + 1, 7 - n:])
+        assert max_err(out[i:i + 1, 7 - n:], ref) < 1e-10
+        assert out[i, :7 - n].abs().max() == 0 if n < 7 else True
+
+
+def test_cu_seqlens_equals_per_sequence():
+    layer = make_layer(chunk_size=4)
+    lens = [3, 6, 2]
+    x = torch.randn(1, 11, 32, dtype=torch.float64)
+    cu = torch.tensor([0, 3, 9, 11])
+    out, _, _ = layer(x, cu_seqlens=cu)
+    for a, b in zip(cu[:-1], cu[1:]):
+        ref, _, _ = layer(x[:, a:b])
+        assert max_err(out[:, a:b], ref) < 1e-10
+
+
+@pytest.mark.parametrize("kw", [dict(eta_mode="slot"), dict(code_activation="softmax", slot_renorm="step"),
+                                dict(num_slots=40, learn_initial_state=False), dict(chunk_mode="linearized", read="before")])
+def test_variants_run_and_backprop(kw):
+    layer = make_layer(chunk_size=4, **kw).float()
+    x = torch.randn(2, 10, 32, requires_grad=True)
+    o, _, _ = layer(x)
+    o.square().mean().backward()
+    assert torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in layer.parameters() if p.requires_grad)
+
+
+def test_initial_slots_are_unit_and_orthonormal():
+    layer = LatticeAttention(64, 2, num_slots=16)
+    S0 = layer.initial_state.detach()
+    assert max_err(S0 @ S0.transpose(-1, -2), torch.eye(16).expand(2, 16, 16)) < 1e-5
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ValueError, match="code_activation"):
+        LatticeAttention(32, 2, code_activation="relu")
+    with pytest.raises(TypeError, match="unknown argument"):
+        LatticeAttention(32, 2, slots=4)
+    with pytest.raises(ValueError, match="not divisible"):
+        LatticeAttention(30, 4)
+    with pytest.raises(ValueError, match="eta_max"):
+        LatticeAttention(32, 2, eta_max=float("nan"))
+    with pytest.raises(ValueError, match="slot_renorm"):
+        LatticeAttention(32, 2, slot_renorm="often")
+    layer = make_layer()
+    with pytest.raises(ValueError, match="attention_mask"):
+        layer(torch.randn(2, 5, 32, dtype=torch.float64), attention_mask=torch.ones(2, 3))
+    with pytest.raises(ValueError, match="hidden_states"):
+        layer(torch.randn(5, 32, dtype=torch.float64))
