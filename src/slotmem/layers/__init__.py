@@ -1,4 +1,5 @@
-"""Token mixers: ``LatticeAttention`` (and ``TrellisAttention``)."""
+"""Token mixers behind one interface (see ``registry``): ``LatticeAttention`` and friends."""
 from .lattice import LatticeAttention
+from .registry import MIXERS, build_mixer, register_mixer
 
-__all__ = ["LatticeAttention"]
+__all__ = ["LatticeAttention", "MIXERS", "build_mixer", "register_mixer"]

@@ -9,9 +9,11 @@ from einops import rearrange
 from ..modules import ShortConvolution
 from ..ops.lattice import LatticeKnobs, chunk_lattice
 from .base import SlotMemoryLayer, num_sequences
+from .registry import register_mixer
 from .common import CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, resolve_heads
 
 
+@register_mixer("lattice")
 class LatticeAttention(SlotMemoryLayer):
     """Token mixer: x [B, T, hidden] -> [B, T, hidden].
 
@@ -51,8 +53,8 @@ class LatticeAttention(SlotMemoryLayer):
         else:
             self.register_buffer("initial_state", s0)
 
-    def state_size(self) -> int:
-        """Recurrent state floats per layer (excluding the conv cache)."""
+    def state_size(self, seq_len: int = 0) -> int:
+        """Recurrent state floats per sequence (constant in ``seq_len``; conv cache excluded)."""
         return self.num_heads * self.num_slots * self.head_dim
 
     def _mix(self, x, state, cu_seqlens, use_cache):
