@@ -1,0 +1,53 @@
+"""Data: MQAR synthetic recall, language-modelling text, time-series forecasting CSVs.
+
+Every dataset yields labels aligned with its inputs (already shifted for next-token
+tasks); see each module's docstring for the exact protocol.
+"""
+from .mqar import IGNORE_INDEX, MQARConfig, MQARDataset, generate_mqar, mqar_accuracy, query_slot_probs
+from .text import (
+    ByteTokenizer,
+    LMData,
+    LMDataset,
+    load_lm_data,
+    load_tokenizer,
+    pack_tokens,
+    read_documents,
+    split_tokens,
+    tokenize_documents,
+)
+from .timeseries import (
+    STANDARD_HORIZONS,
+    ForecastDataset,
+    SeriesTable,
+    load_forecast_splits,
+    mae,
+    mse,
+    read_series_csv,
+    split_borders,
+)
+
+__all__ = [
+    "IGNORE_INDEX",
+    "MQARConfig",
+    "MQARDataset",
+    "generate_mqar",
+    "mqar_accuracy",
+    "query_slot_probs",
+    "ByteTokenizer",
+    "LMData",
+    "LMDataset",
+    "load_lm_data",
+    "load_tokenizer",
+    "pack_tokens",
+    "read_documents",
+    "split_tokens",
+    "tokenize_documents",
+    "STANDARD_HORIZONS",
+    "ForecastDataset",
+    "SeriesTable",
+    "load_forecast_splits",
+    "mae",
+    "mse",
+    "read_series_csv",
+    "split_borders",
+]
