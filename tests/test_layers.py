@@ -1,21 +1,29 @@
-"""LatticeAttention: chaining with conv + recurrent caches, decode == forward, masks, errors."""
+"""Slot-memory layers (Lattice, Trellis): chaining with conv + recurrent caches, decode ==
+forward, padding masks, packed sequences, errors."""
 import pytest
 import torch
 
-from slotmem.layers import LatticeAttention
+from slotmem.layers import LatticeAttention, TrellisAttention, build_mixer
 from slotmem.modules import RecurrentCache
 
 from .conftest import max_err
 
+MIXERS = ["lattice", "trellis"]
 
-def make_layer(**kw):
-    kw = dict(dict(hidden_size=32, num_heads=2, num_slots=8, layer_idx=0, chunk_size=1), **kw)
-    return LatticeAttention(**kw).double()
+
+@pytest.fixture(params=MIXERS)
+def name(request):
+    return request.param
+
+
+def make_layer(name, **kw):
+    kw = dict(dict(num_slots=8, chunk_size=1), **kw)
+    return build_mixer(name, 32, 2, layer_idx=0, **kw).double()
 
 
 @pytest.mark.parametrize("T1", [1, 2, 5])  # 1 and 2 are shorter than the conv width 4
-def test_layer_chaining_with_caches(T1):
-    layer = make_layer()
+def test_layer_chaining_with_caches(name, T1):
+    layer = make_layer(name)
     x = torch.randn(2, 9, 32, dtype=torch.float64)
     full, _, _ = layer(x)
     cache = RecurrentCache()
@@ -25,8 +33,8 @@ def test_layer_chaining_with_caches(T1):
     assert cache.get_seq_length() == 9
 
 
-def test_prefill_then_token_by_token_decode_equals_forward():
-    layer = make_layer()
+def test_prefill_then_token_by_token_decode_equals_forward(name):
+    layer = make_layer(name)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
     out, _, cache = layer(x[:, :4], use_cache=True)
@@ -35,12 +43,14 @@ def test_prefill_then_token_by_token_decode_equals_forward():
         o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
         outs.append(o)
     assert max_err(full, torch.cat(outs, 1)) < 1e-10
-    assert cache[0]["recurrent_state"].shape == (2, 2, 8, 16)
-    assert cache[0]["conv_state"].shape == (2, 2 * (8 + 8 + 16), 3)
+    state = cache[0]["recurrent_state"]
+    states = state if isinstance(state, tuple) else (state,)
+    assert sum(s[0].numel() for s in states) == layer.state_size()
+    assert cache[0]["conv_state"].shape == (2, layer.conv.hidden_size, 3)
 
 
-def test_chunked_layer_chains_at_chunk_boundaries():
-    layer = make_layer(chunk_size=4)
+def test_chunked_layer_chains_at_chunk_boundaries(name):
+    layer = make_layer(name, chunk_size=4)
     x = torch.randn(1, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
     a, _, cache = layer(x[:, :8], use_cache=True)
@@ -48,9 +58,9 @@ def test_chunked_layer_chains_at_chunk_boundaries():
     assert max_err(full, torch.cat([a, b], 1)) < 1e-10
 
 
-def test_padded_batch_equals_per_sample():
+def test_padded_batch_equals_per_sample(name):
     """Left padding is unpadded, not zeroed: each row equals its own unpadded run."""
-    layer = make_layer(chunk_size=4)
+    layer = make_layer(name, chunk_size=4)
     lens = [7, 3, 5]
     x = torch.randn(3, 7, 32, dtype=torch.float64)
     mask = torch.zeros(3, 7, dtype=torch.long)
@@ -63,8 +73,8 @@ def test_padded_batch_equals_per_sample():
         assert out[i, :7 - n].abs().max() == 0 if n < 7 else True
 
 
-def test_cu_seqlens_equals_per_sequence():
-    layer = make_layer(chunk_size=4)
+def test_cu_seqlens_equals_per_sequence(name):
+    layer = make_layer(name, chunk_size=4)
     lens = [3, 6, 2]
     x = torch.randn(1, 11, 32, dtype=torch.float64)
     cu = torch.tensor([0, 3, 9, 11])
@@ -74,10 +84,16 @@ def test_cu_seqlens_equals_per_sequence():
         assert max_err(out[:, a:b], ref) < 1e-10
 
 
-@pytest.mark.parametrize("kw", [dict(eta_mode="slot"), dict(code_activation="softmax", slot_renorm="step"),
-                                dict(num_slots=40, learn_initial_state=False), dict(chunk_mode="linearized", read="before")])
-def test_variants_run_and_backprop(kw):
-    layer = make_layer(chunk_size=4, **kw).float()
+VARIANTS = [("lattice", dict(eta_mode="slot")), ("lattice", dict(code_activation="softmax", slot_renorm="step")),
+            ("lattice", dict(num_slots=40, learn_initial_state=False)), ("lattice", dict(chunk_mode="linearized", read="before")),
+            ("trellis", dict(learn_initial_state=True)), ("trellis", dict(phi="identity", f="softmax", psi="l2_silu")),
+            ("trellis", dict(value_objective="decode", qk_l2norm=True, gamma_mode="sigmoid")),
+            ("trellis", dict(outer_grad="first_order", num_slots=3))]
+
+
+@pytest.mark.parametrize("variant,kw", VARIANTS)
+def test_variants_run_and_backprop(variant, kw):
+    layer = make_layer(variant, chunk_size=4, **kw).float()
     x = torch.randn(2, 10, 32, requires_grad=True)
     o, _, _ = layer(x)
     o.square().mean().backward()
@@ -91,6 +107,14 @@ def test_initial_slots_are_unit_and_orthonormal():
     assert max_err(S0 @ S0.transpose(-1, -2), torch.eye(16).expand(2, 16, 16)) < 1e-5
 
 
+def test_trellis_gates_start_in_range():
+    layer = TrellisAttention(64, 4, num_slots=16)
+    beta = torch.sigmoid(layer.beta_proj(torch.zeros(1, 64)))
+    assert ((beta >= 0.9) & (beta <= 0.99)).all()
+    gamma = torch.nn.functional.softplus(layer.gamma_proj(torch.zeros(1, 64)))
+    assert torch.allclose(gamma, torch.full_like(gamma, 1 / 16))
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="code_activation"):
         LatticeAttention(32, 2, code_activation="relu")
@@ -102,7 +126,13 @@ def test_bad_arguments_raise_clear_errors():
         LatticeAttention(32, 2, eta_max=float("nan"))
     with pytest.raises(ValueError, match="slot_renorm"):
         LatticeAttention(32, 2, slot_renorm="often")
-    layer = make_layer()
+    with pytest.raises(ValueError, match="beta_init"):
+        TrellisAttention(32, 2, beta_init=(0.99, 0.9))
+    with pytest.raises(TypeError, match="unknown argument"):
+        TrellisAttention(32, 2, phi_="silu")
+    with pytest.raises(ValueError, match="phi"):
+        TrellisAttention(32, 2, phi="tanh")
+    layer = make_layer("lattice")
     with pytest.raises(ValueError, match="attention_mask"):
         layer(torch.randn(2, 5, 32, dtype=torch.float64), attention_mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="hidden_states"):

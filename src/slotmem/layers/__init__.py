@@ -1,5 +1,6 @@
-"""Token mixers behind one interface (see ``registry``): ``LatticeAttention`` and friends."""
+"""Token mixers behind one interface (see ``registry``): ``LatticeAttention``, ``TrellisAttention``."""
 from .lattice import LatticeAttention
 from .registry import MIXERS, build_mixer, register_mixer
+from .trellis import TrellisAttention
 
-__all__ = ["LatticeAttention", "MIXERS", "build_mixer", "register_mixer"]
+__all__ = ["LatticeAttention", "TrellisAttention", "MIXERS", "build_mixer", "register_mixer"]

@@ -1,0 +1,101 @@
+"""``TrellisAttention``: the Trellis token mixer (``shared/spec/trellis.md``, "Layer and block")."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from einops import rearrange
+
+from ..modules import ShortConvolution
+from ..ops.trellis import TrellisKnobs, chunk_trellis
+from .base import SlotMemoryLayer, num_sequences
+from .common import check_choice, check_positive_float, check_positive_int, resolve_heads
+from .registry import register_mixer
+
+
+@register_mixer("trellis")
+class TrellisAttention(SlotMemoryLayer):
+    """Token mixer: x [B, T, hidden] -> [B, T, hidden].
+
+    Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
+    q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``β = sigmoid(W_β x + b)`` with ``b``
+    drawn so β starts in ``beta_init`` (default 0.9–0.99), inner step ``γ = softplus(W_γ x + b)``
+    (initialised near ``1/head_dim``, the stable scale for ``‖k‖² ≈ head_dim``) or
+    ``gamma_max · sigmoid(...)``; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
+    output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
+    Op knobs (phi, f, psi, value_objective, outer_grad) pass through to ``chunk_trellis``.
+    """
+
+    def __init__(self, hidden_size: int, num_heads: int, num_slots: int = 64, head_dim: int | None = None, *,
+                 conv_size: int = 4, qk_l2norm: bool = False, beta_init: tuple[float, float] = (0.9, 0.99),
+                 gamma_mode: str = "softplus", gamma_max: float = 1.0, chunk_size: int = 64,
+                 learn_initial_state: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None, **knobs):
+        super().__init__()
+        self.head_dim = resolve_heads(hidden_size, num_heads, head_dim)
+        for name, value in (("num_slots", num_slots), ("conv_size", conv_size), ("chunk_size", chunk_size)):
+            check_positive_int(name, value)
+        check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
+        check_positive_float("gamma_max", gamma_max)
+        lo, hi = _check_beta_init(beta_init)
+        unknown = set(knobs) - set(TrellisKnobs.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"TrellisAttention got unknown argument(s): {sorted(unknown)}")
+        self.knobs = TrellisKnobs(**knobs)
+        self.hidden_size, self.num_heads, self.num_slots, self.layer_idx = hidden_size, num_heads, num_slots, layer_idx
+        self.qk_l2norm, self.gamma_mode, self.gamma_max, self.chunk_size = bool(qk_l2norm), gamma_mode, float(gamma_max), chunk_size
+        H, m, d = num_heads, num_slots, self.head_dim
+        self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
+        self.conv = ShortConvolution(3 * H * d, conv_size, activation="silu")
+        self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False)
+        self.beta_proj = nn.Linear(hidden_size, H, bias=True)
+        self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
+        self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
+        self.o_norm = nn.RMSNorm(d, eps=norm_eps)
+        self.o_proj = nn.Linear(H * d, hidden_size, bias=False)
+        with torch.no_grad():
+            beta0 = torch.empty(H).uniform_(lo, hi)
+            self.beta_proj.bias.copy_(torch.log(beta0 / (1 - beta0)))
+            gamma0 = min(1.0 / d, 0.5 * self.gamma_max)
+            bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
+            self.gamma_proj.bias.fill_(bias)
+        init = torch.zeros(H, m, d)
+        if learn_initial_state:
+            self.initial_key_state, self.initial_value_state = nn.Parameter(init.clone()), nn.Parameter(init.clone())
+        else:
+            self.register_buffer("initial_key_state", init.clone())
+            self.register_buffer("initial_value_state", init.clone())
+
+    def state_size(self, seq_len: int = 0) -> int:
+        """Recurrent state floats per sequence: ``H·m·(dk+dv)`` (conv cache excluded)."""
+        return self.num_heads * self.num_slots * 2 * self.head_dim
+
+    def _mix(self, x, state, cu_seqlens, use_cache):
+        H = self.num_heads
+        y, conv_state = self.conv(self.qkv_proj(x), cache=None if state is None else state["conv_state"],
+                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
+        q, k, v = (rearrange(t, "b t (h d) -> b t h d", h=H) for t in y.chunk(3, dim=-1))
+        if self.qk_l2norm:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        alpha = rearrange(self.alpha_proj(x), "b t (h m) -> b t h m", h=H)
+        beta = torch.sigmoid(self.beta_proj(x))
+        g = self.gamma_proj(x)
+        gamma = F.softplus(g) if self.gamma_mode == "softplus" else self.gamma_max * torch.sigmoid(g)
+        if state is None:
+            n = num_sequences(x, cu_seqlens)
+            s0 = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
+        else:
+            s0 = state["recurrent_state"]
+        o, new_state = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=s0, output_final_state=use_cache,
+                                     chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+        o = self.o_norm(o.to(x.dtype)) * F.gelu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
+        o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
+        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+
+
+def _check_beta_init(beta_init):
+    if (not isinstance(beta_init, (tuple, list)) or len(beta_init) != 2
+            or not all(isinstance(b, float) and 0.0 < b < 1.0 for b in beta_init) or beta_init[0] > beta_init[1]):
+        raise ValueError(f"beta_init must be (low, high) with 0 < low <= high < 1, got {beta_init!r}")
+    return beta_init

@@ -1,0 +1,128 @@
+"""The Trellis knobs (``shared/spec/trellis.md``), the maps they name, and input validation.
+
+Every default here is ours (a reconstruction), not a value taken from the paper. All maps
+act on the last axis (the slot axis for ``phi`` and ``f``, the value axis for ``psi``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..utils import check_choice, check_no_extra, check_tensor
+
+PHIS = ("identity", "silu", "ln_silu", "l2_silu")
+FS = ("ln_silu", "l2_silu", "softmax", "identity")
+PSIS = ("none", "ln_silu", "l2_silu")
+VALUE_OBJECTIVES = ("encode", "decode")
+OUTER_GRADS = ("full", "first_order")
+
+
+@dataclass(frozen=True)
+class TrellisKnobs:
+    """phi: write nonlinearity in the loss ``½||phi(M w) - alpha||²``.  f: inter-pass map
+    ``r = f(Mk q)``.  psi: readout ``o = psi(Mvᵀ r)``.  value_objective: encode (``Mv`` is
+    written like ``Mk`` with ``w = v``) | decode (loss ``½||Mvᵀ alpha - v||²``).
+    outer_grad: full | first_order (the inner gradient is taken at a detached state).
+    eps: added to the variance (LayerNorm) or squared norm (L2) under the square root."""
+
+    phi: str = "ln_silu"
+    f: str = "ln_silu"
+    psi: str = "none"
+    value_objective: str = "encode"
+    outer_grad: str = "full"
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        check_choice("phi", self.phi, PHIS)
+        check_choice("f", self.f, FS)
+        check_choice("psi", self.psi, PSIS)
+        check_choice("value_objective", self.value_objective, VALUE_OBJECTIVES)
+        check_choice("outer_grad", self.outer_grad, OUTER_GRADS)
+        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
+            raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}")
+
+
+def parse_knobs(op: str, knobs: dict) -> TrellisKnobs:
+    names = set(TrellisKnobs.__dataclass_fields__)
+    check_no_extra(op, {k: v for k, v in knobs.items() if k not in names})
+    return TrellisKnobs(**knobs)
+
+
+def _normalise(x: torch.Tensor, kind: str, eps: float):
+    """LayerNorm (no affine) or L2 normalisation over the last axis -> ``(y, s)`` with ``y = x̃ / s``."""
+    if kind == "ln_silu":
+        xc = x - x.mean(-1, keepdim=True)
+        s = (xc.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+        return xc / s, s
+    s = (x.pow(2).sum(-1, keepdim=True) + eps).sqrt()
+    return x / s, s
+
+
+def activation(x: torch.Tensor, name: str, eps: float) -> torch.Tensor:
+    """Apply a map named by ``f`` or ``psi`` over the last axis."""
+    if name in ("identity", "none"):
+        return x
+    if name == "softmax":
+        return torch.softmax(x, dim=-1)
+    return F.silu(_normalise(x, name, eps)[0])
+
+
+def _dsilu(x: torch.Tensor) -> torch.Tensor:
+    sig = torch.sigmoid(x)
+    return sig * (1 + x * (1 - sig))
+
+
+def write_grad(z: torch.Tensor, alpha: torch.Tensor, phi: str, eps: float) -> torch.Tensor:
+    """``u = J_phi(z)ᵀ (phi(z) - alpha)`` over the last axis, as a closed-form VJP.
+
+    z, alpha: [..., m] -> u [..., m]. No Jacobian is built; the expression is plain torch, so
+    autograd differentiates it (second order through phi). With ``y = x̃ / s``:
+    LayerNorm ``Jᵀg = (g - mean(g) - y·mean(g ⊙ y)) / s``; L2 ``Jᵀg = (g - y·<g, y>) / s``.
+    """
+    if phi == "identity":
+        return z - alpha
+    if phi == "silu":
+        return _dsilu(z) * (F.silu(z) - alpha)
+    y, s = _normalise(z, phi, eps)
+    g = _dsilu(y) * (F.silu(y) - alpha)
+    if phi == "ln_silu":
+        return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / s
+    return (g - y * (g * y).sum(-1, keepdim=True)) / s
+
+
+def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = False) -> None:
+    """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H];
+    initial_state: ``(Mk [N, H, m, dk], Mv [N, H, m, dv])`` with ``N = B``, or with ``packed``
+    (``cu_seqlens``) one row per sequence, which ``run_varlen`` checks."""
+    for name, x in (("q", q), ("k", k), ("v", v), ("alpha", alpha)):
+        check_tensor(name, x, 4)
+    for name, x in (("beta", beta), ("gamma", gamma)):
+        check_tensor(name, x, 3)
+    if q.shape != k.shape:
+        raise ValueError(f"q and k must have the same shape [B, T, H, dk], got {tuple(q.shape)} and {tuple(k.shape)}")
+    lead = tuple(q.shape[:3])
+    for name, x in (("v", v), ("alpha", alpha), ("beta", beta), ("gamma", gamma)):
+        if tuple(x.shape[:3]) != lead:
+            raise ValueError(f"{name} must share B, T, H = {lead} with q, got shape {tuple(x.shape)}")
+    dtypes = {x.dtype for x in (q, k, v, alpha, beta, gamma)}
+    if len(dtypes) != 1:
+        raise TypeError(f"q, k, v, alpha, beta, gamma must share one dtype, got {sorted(str(d) for d in dtypes)}")
+    if initial_state is None:
+        return
+    if not (isinstance(initial_state, tuple) and len(initial_state) == 2):
+        raise TypeError("initial_state must be a tuple (Mk [N, H, m, dk], Mv [N, H, m, dv])")
+    B, _, H, dk = q.shape
+    dv, m = v.shape[3], alpha.shape[3]
+    for name, x, dname, d in (("Mk", initial_state[0], "dk", dk), ("Mv", initial_state[1], "dv", dv)):
+        check_tensor(f"initial_state {name}", x, 4)
+        if tuple(x.shape[1:]) != (H, m, d) or (not packed and x.shape[0] != B):
+            n = "N" if packed else f"B={B}"
+            raise ValueError(f"initial_state {name} must be [{n}, H={H}, m={m}, {dname}={d}], got {tuple(x.shape)}")
+
+
+def zero_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
+    """The state used when ``initial_state=None``: ``(Mk, Mv)`` zeros."""
+    return (torch.zeros(batch, heads, m, dk, dtype=dtype, device=device),
+            torch.zeros(batch, heads, m, dv, dtype=dtype, device=device))

@@ -1,0 +1,46 @@
+"""The Trellis recurrence as a plain per-token loop: the ground truth (runs in float64).
+
+With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
+approximation: every inner gradient is taken at the state the chunk started from (frozen
+Jacobian). ``chunk_size=1`` is the exact recurrence of the spec.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..utils import check_chunk_size, state_dtype
+from .knobs import activation, check_inputs, parse_knobs, write_grad, zero_state
+
+
+def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
+    """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H].
+
+    State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default.
+    Returns ``(o [B, T, H, dv], (Mk, Mv) or None)``.
+    """
+    kn = parse_knobs("naive_trellis", knobs)
+    check_inputs(q, k, v, alpha, beta, gamma, initial_state)
+    check_chunk_size(chunk_size)
+    B, T, H, dk = q.shape
+    dv, m = v.shape[-1], alpha.shape[-1]
+    dt = state_dtype(q)
+    Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
+    outs = []
+    for t in range(T):
+        qt, kt, vt, at = (x[:, t].to(dt) for x in (q, k, v, alpha))
+        bt, gt = (x[:, t].to(dt)[..., None, None] for x in (beta, gamma))
+        if t % chunk_size == 0:  # where this chunk's inner gradients are taken
+            Ak, Av = (Mk.detach(), Mv.detach()) if kn.outer_grad == "first_order" else (Mk, Mv)
+        # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
+        uk = write_grad(torch.einsum("bhmd,bhd->bhm", Ak, kt), at, kn.phi, kn.eps)
+        Mk = bt * Mk - gt * uk[..., None] * kt[..., None, :]
+        r = activation(torch.einsum("bhmd,bhd->bhm", Mk, qt), kn.f, kn.eps)
+        # pass 2: Mv <- beta Mv - gamma s e^T; read Mv^T r
+        if kn.value_objective == "encode":
+            s, e = write_grad(torch.einsum("bhmd,bhd->bhm", Av, vt), at, kn.phi, kn.eps), vt
+        else:
+            s, e = at, torch.einsum("bhmd,bhm->bhd", Av, at) - vt
+        Mv = bt * Mv - gt * s[..., None] * e[..., None, :]
+        outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.eps))
+    o = torch.stack(outs, dim=1) if outs else v.new_zeros(B, 0, H, dv, dtype=dt)
+    return o.to(v.dtype), ((Mk, Mv) if output_final_state else None)
