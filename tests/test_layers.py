@@ -137,3 +137,15 @@ def test_bad_arguments_raise_clear_errors():
         layer(torch.randn(2, 5, 32, dtype=torch.float64), attention_mask=torch.ones(2, 3))
     with pytest.raises(ValueError, match="hidden_states"):
         layer(torch.randn(5, 32, dtype=torch.float64))
+
+
+def test_short_conv_handles_empty_packed_segment():
+    """An all-padding row packs to a zero-length segment: its conv state must pass through unchanged."""
+    from slotmem.modules import ShortConvolution
+
+    conv = ShortConvolution(4, 4)
+    x, cache = torch.randn(1, 5, 4), torch.randn(2, 4, 3)
+    y, state = conv(x, cache=cache, output_final_state=True, cu_seqlens=torch.tensor([0, 0, 5]))
+    y_ref, state_ref = conv(x, cache=cache[1:], output_final_state=True)
+    assert max_err(y, y_ref) < 1e-6
+    assert max_err(state[0], cache[0]) == 0 and max_err(state[1:], state_ref) < 1e-6

@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
+
+DEFAULT_CONTEXTS = (1024, 4096, 16384, 65536)
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "slotmem_tokenizer.json")
 
 
 def _demo(args) -> None:
@@ -28,6 +33,138 @@ def _demo(args) -> None:
     print(f"forward+backward      {tokens / t_all:,.0f} tokens/s")
 
 
+# --------------------------------------------------------------------------- info
+
+
+def _human(n: float) -> str:
+    for unit in ("", "K", "M", "G", "T"):
+        if abs(n) < 1000:
+            return f"{n:,.0f}{unit}" if unit == "" else f"{n:.1f}{unit}"
+        n /= 1000
+    return f"{n:.1f}P"
+
+
+def model_info(config, context_lengths=DEFAULT_CONTEXTS) -> str:
+    """A text summary of the model ``config`` describes: architecture, parameters, decode state."""
+    import torch
+
+    from .models import model_for_causal_lm
+
+    with torch.device("meta"):  # shapes only: instant even for large models
+        model = model_for_causal_lm(config)
+    c = config
+    lines = [f"model            {type(model).__name__}  (model_type {c.model_type!r})"]
+    kinds = c.mixer_types
+    layout = ", ".join(f"{k} x{n}" for k, n in _runs(kinds))
+    lines.append(f"layers           {c.num_hidden_layers}: {layout}")
+    lines.append(f"block            x + {c.mixer}(RMSNorm(x))" + (f"; x + SwiGLU(RMSNorm(x)) [intermediate {c.intermediate_size}]" if c.use_mlp else "; no MLP"))
+    lines.append(f"width            hidden {c.hidden_size}, heads {c.num_heads}, vocab {c.vocab_size}, "
+                 f"{'tied' if c.tie_word_embeddings else 'untied'} embeddings")
+    if c.mixer_kwargs:
+        lines.append(f"mixer_kwargs     {c.mixer_kwargs}")
+    if c.attn_layers:
+        lines.append(f"attention layers {c.attn_layers} (window {c.attn_window or 'full'}; kwargs {c.attn_kwargs or {}})")
+    total = model.num_parameters()
+    non_emb = model.num_parameters(exclude_embeddings=True)
+    per_block = sum(p.numel() for p in model.model.layers[0].parameters())
+    mixer0 = sum(p.numel() for p in model.model.layers[0].mixer.parameters())
+    lines.append(f"parameters       {total:,} total ({_human(total)}); {non_emb:,} without embeddings; "
+                 f"block 0: {per_block:,} (mixer {mixer0:,})")
+    lines.append("decode state     floats per sequence (fp32 bytes = 4x), by context length:")
+    ctx = list(context_lengths)
+    head = f"  {'layer':<6}{'mixer':<16}" + "".join(f"{t:>14,}" for t in ctx)
+    lines.append(head)
+    per = [model.layer_state_sizes(t) for t in ctx]
+    for i, kind in enumerate(kinds):
+        lines.append(f"  {i:<6}{kind:<16}" + "".join(f"{per[j][i]:>14,}" for j in range(len(ctx))))
+    lines.append(f"  {'total':<22}" + "".join(f"{sum(p):>14,}" for p in per))
+    lines.append(f"  {'total (MiB fp32)':<22}" + "".join(f"{sum(p) * 4 / 2**20:>14,.2f}" for p in per))
+    constant = all(sum(p) == sum(per[0]) for p in per)
+    lines.append("  constant in context length" if constant else "  grows with context length (softmax-attention KV cache)")
+    return "\n".join(lines)
+
+
+def _runs(items):
+    out = []
+    for x in items:
+        if out and out[-1][0] == x:
+            out[-1][1] += 1
+        else:
+            out.append([x, 1])
+    return out
+
+
+def _info(args) -> None:
+    from .models import load_config_file
+
+    config = load_config_file(args.config)
+    print(model_info(config, args.context_lengths))
+
+
+# --------------------------------------------------------------------------- generate
+
+
+def _load_tokenizer_for(model_dir: Path, name: str | None):
+    from .data.text import load_tokenizer
+
+    if name is not None:
+        return load_tokenizer(name)
+    if any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
+        return load_tokenizer(str(model_dir))
+    return load_tokenizer("byte")
+
+
+def _generate(args) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, TextStreamer
+    from transformers.utils import logging as hf_logging
+
+    from . import models  # noqa: F401  (registers the Auto classes)
+
+    model_dir = Path(args.model)
+    if not (model_dir / "config.json").is_file():
+        raise SystemExit(f"slotmem generate: {model_dir} is not a saved model directory (no config.json)")
+    if args.max_new_tokens < 1:
+        raise SystemExit("slotmem generate: --max-new-tokens must be >= 1")
+    if args.temperature < 0:
+        raise SystemExit("slotmem generate: --temperature must be >= 0 (0 = greedy)")
+    if args.top_k is not None and args.top_k < 1:
+        raise SystemExit("slotmem generate: --top-k must be >= 1")
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(args.seed)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(args.device).eval()
+    tok = _load_tokenizer_for(model_dir, args.tokenizer)
+    if len(tok) > model.config.vocab_size:
+        raise SystemExit(f"slotmem generate: tokenizer has {len(tok)} tokens but the model's vocab_size is "
+                         f"{model.config.vocab_size}; pass the model's tokenizer with --tokenizer")
+    enc = tok(args.prompt, return_tensors="pt")
+    input_ids = enc["input_ids"].to(args.device)
+    if input_ids.shape[1] == 0:
+        raise SystemExit("slotmem generate: the prompt is empty")
+    gen = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, return_dict_in_generate=True)
+    if args.temperature > 0:
+        gen.update(temperature=args.temperature, top_k=args.top_k if args.top_k is not None else 0)
+    eos = model.config.eos_token_id if model.config.eos_token_id is not None else getattr(tok, "eos_token_id", None)
+    pad = model.config.pad_token_id if model.config.pad_token_id is not None else getattr(tok, "pad_token_id", None)
+    if eos is not None and not args.ignore_eos:
+        gen["eos_token_id"] = eos
+    if pad is not None or eos is not None:
+        gen["pad_token_id"] = pad if pad is not None else eos
+    streamer = TextStreamer(tok, skip_prompt=False, skip_special_tokens=True)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(input_ids, attention_mask=enc["attention_mask"].to(args.device), streamer=streamer, **gen)
+    dt = time.perf_counter() - t0
+    n_new = out.sequences.shape[1] - input_ids.shape[1]
+    cache = out.past_key_values
+    cache_bytes = cache.nbytes() if cache is not None else 0
+    print(f"[{n_new} new tokens in {dt:.2f}s ({n_new / max(dt, 1e-9):.1f} tok/s); decode cache {cache_bytes:,} bytes; "
+          f"state {model.state_size(out.sequences.shape[1]):,} floats]", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="slotmem", description="Lattice and Trellis: bounded, learned slot memory.")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -40,6 +177,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--chunk-size", type=int, default=64)
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
+
+    info = sub.add_parser("info", help="describe a model config: architecture, parameters, decode state by context length")
+    info.add_argument("--config", required=True, help="model config file (.yaml/.yml/.json) or a saved model directory")
+    info.add_argument("--context-lengths", type=int, nargs="+", default=list(DEFAULT_CONTEXTS), metavar="T")
+    info.set_defaults(func=_info)
+
+    gen = sub.add_parser("generate", help="stream a continuation of a prompt from a saved model")
+    gen.add_argument("--model", required=True, help="directory written by save_pretrained")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding")
+    gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--tokenizer", default=None,
+                     help="tokenizer name or path (default: the model directory's, else the byte tokenizer)")
+    gen.add_argument("--device", default="cpu")
+    gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
+    gen.set_defaults(func=_generate)
+
+    from .train.cli import add_compare_parser, add_train_parser
+
+    add_train_parser(sub)
+    add_compare_parser(sub)
     return ap
 
 

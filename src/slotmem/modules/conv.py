@@ -43,6 +43,8 @@ class ShortConvolution(nn.Module):
         if cache is None:
             cache = xt.new_zeros(xt.shape[0], xt.shape[1], W - 1)
         full = torch.cat([cache.to(xt.dtype), xt], dim=-1)
+        if xt.shape[-1] == 0:  # an empty (e.g. all-padding) segment: nothing to convolve, state unchanged
+            return x, full
         y = F.conv1d(full, self.weight.to(xt.dtype), groups=self.hidden_size).transpose(1, 2)
         if self.activation == "silu":
             y = F.silu(y)
