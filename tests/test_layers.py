@@ -33,8 +33,9 @@ def test_layer_chaining_with_caches(name, T1):
     assert cache.get_seq_length() == 9
 
 
-def test_prefill_then_token_by_token_decode_equals_forward(name):
-    layer = make_layer(name)
+@pytest.mark.parametrize("C", [1, 4])  # C=4: the 4-token prefill ends on a boundary, decoding crosses two more
+def test_prefill_then_token_by_token_decode_equals_forward(name, C):
+    layer = make_layer(name, chunk_size=C)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
     out, _, cache = layer(x[:, :4], use_cache=True)
@@ -49,12 +50,14 @@ def test_prefill_then_token_by_token_decode_equals_forward(name):
     assert cache[0]["conv_state"].shape == (2, layer.conv.hidden_size, 3)
 
 
-def test_chunked_layer_chains_at_chunk_boundaries(name):
+@pytest.mark.parametrize("T1", [3, 5, 8])
+def test_chunked_layer_chains_at_any_split(name, T1):
+    """The cache carries the chunk grid, so a chunked layer chains at any split, not only at chunk ends."""
     layer = make_layer(name, chunk_size=4)
     x = torch.randn(1, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
-    a, _, cache = layer(x[:, :8], use_cache=True)
-    b, _, _ = layer(x[:, 8:], past_key_values=cache, use_cache=True)
+    a, _, cache = layer(x[:, :T1], use_cache=True)
+    b, _, _ = layer(x[:, T1:], past_key_values=cache, use_cache=True)
     assert max_err(full, torch.cat([a, b], 1)) < 1e-10
 
 

@@ -420,28 +420,25 @@ def test_generation_refuses_foreign_caches_and_rollback():
 
 
 @pytest.mark.parametrize("family", ["lattice", "trellis"])
-def test_chunk64_prefill_decode_gap_is_measured(family, record_property, capsys):
-    """The full forward runs the chunk-parallel form (stale inner gradients within a chunk of 64);
-    decoding runs the exact recurrence. They agree on the prefill and on the first token after a
-    chunk-aligned prefill, and then drift apart: the gap is printed and recorded, not hidden."""
-    C, P, T = 64, 64, 84
-    model = tiny_model(family, chunk_size=C)
-    ids = torch.randint(0, VOCAB, (2, T))
+def test_chunked_prefill_and_decode_reproduce_the_chunk_forward(family):
+    """Training runs the chunk-parallel form (inner gradients stale within a chunk). The decode cache
+    carries the chunk grid (state, chunk anchor, offset), so a prefill of any length followed by
+    token-by-token decoding equals the full forward, also for a left-padded row whose chunk offsets
+    differ from its neighbour's."""
+    C, P, T = 8, 5, 30
+    model = tiny_model(family, chunk_size=C).double()
+    ids = torch.randint(1, VOCAB, (2, T))
+    mask = torch.ones(2, T, dtype=torch.long)
+    mask[1, :3] = 0
     with torch.no_grad():
-        full = model(ids).logits
-        out = model(ids[:, :P], use_cache=True)
+        full = model(ids, attention_mask=mask).logits
+        out = model(ids[:, :P], attention_mask=mask[:, :P], use_cache=True)
         cache, steps = out.past_key_values, [out.logits]
         for t in range(P, T):
-            steps.append(model(ids[:, t:t + 1], past_key_values=cache, use_cache=True).logits)
+            steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=cache, use_cache=True).logits)
     dec = torch.cat(steps, 1)
-    assert max_err(full[:, :P + 1], dec[:, :P + 1]) < 1e-4  # prefill + first decoded token: exact
-    gap = (full[:, P + 1:] - dec[:, P + 1:])
-    rel = (gap.norm() / full[:, P + 1:].norm()).item()
-    assert math.isfinite(rel)
-    record_property(f"{family}_chunk64_decode_gap_rel", rel)
-    with capsys.disabled():
-        print(f"\n[{family}] chunk_size=64 forward vs exact decode, tokens {P + 2}..{T}: "
-              f"max |Δlogit| {gap.abs().max().item():.3e}, relative RMS {rel:.3e}")
+    valid = mask.bool()
+    assert max_err(full[valid], dec[valid]) < 1e-8
 
 
 # --------------------------------------------------------------------------- training details

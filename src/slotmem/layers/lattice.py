@@ -8,7 +8,7 @@ from einops import rearrange
 
 from ..modules import ShortConvolution
 from ..ops.lattice import LatticeKnobs, chunk_lattice
-from .base import SlotMemoryLayer, num_sequences
+from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
 from .registry import register_mixer
 from .common import CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, resolve_heads
 
@@ -67,15 +67,12 @@ class LatticeAttention(SlotMemoryLayer):
         v = F.silu(rearrange(v, "b t (h d) -> b t h d", h=H))
         eta = self.eta_max * torch.sigmoid(self.eta_proj(x))
         eta = rearrange(eta, "b t (h m) -> b t h m", h=H) if self.eta_mode == "slot" else eta
-        if state is None:
-            s0 = self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d)
-        else:
-            s0 = state["recurrent_state"]
-        o, new_state = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
-                                     chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+        s0 = resume_state(state, self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d), use_cache)
+        o, final = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
+                                 chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
         o = self.o_norm(o.to(x.dtype)) * F.silu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        return o, cache_entry(final, conv_state)
 
 
 def _known_knobs(knobs: dict) -> dict:

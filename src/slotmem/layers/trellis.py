@@ -10,7 +10,7 @@ from einops import rearrange
 
 from ..modules import ShortConvolution
 from ..ops.trellis import TrellisKnobs, chunk_trellis
-from .base import SlotMemoryLayer, num_sequences
+from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
 from .common import check_choice, check_positive_float, check_positive_int, resolve_heads
 from .registry import register_mixer
 
@@ -82,16 +82,14 @@ class TrellisAttention(SlotMemoryLayer):
         beta = torch.sigmoid(self.beta_proj(x))
         g = self.gamma_proj(x)
         gamma = F.softplus(g) if self.gamma_mode == "softplus" else self.gamma_max * torch.sigmoid(g)
-        if state is None:
-            n = num_sequences(x, cu_seqlens)
-            s0 = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
-        else:
-            s0 = state["recurrent_state"]
-        o, new_state = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=s0, output_final_state=use_cache,
-                                     chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+        n = num_sequences(x, cu_seqlens)
+        fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
+        o, final = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=resume_state(state, fresh, use_cache),
+                                 output_final_state=use_cache, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
+                                 **vars(self.knobs))
         o = self.o_norm(o.to(x.dtype)) * F.gelu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        return o, cache_entry(final, conv_state)
 
 
 def _check_beta_init(beta_init):

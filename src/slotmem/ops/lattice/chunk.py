@@ -18,20 +18,26 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_chunk_size, check_cu_seqlens, run_varlen, state_dtype
+from ..utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, run_varlen, scan_chunks, state_dtype, tree_map
 from .knobs import LatticeKnobs, check_inputs, default_state, parse_knobs
 
 
 def chunk_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=64, cu_seqlens=None, **knobs):
     """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] (per head) or [B, T, H, m] (per slot).
 
-    ``initial_state``: [B, H, m, d] (row i = slot i; [N, H, m, d] with ``cu_seqlens``).
-    Returns ``(o [B, T, H, d], final_state [B, H, m, d] or None)``; o is read after the write.
-    Calls chain exactly (T1 + T2 == T) when T1 is a multiple of ``chunk_size``.
+    ``initial_state``: [B, H, m, d] (row i = slot i; [N, H, m, d] with ``cu_seqlens``), or a
+    ``ChunkCarry`` of such states. Returns ``(o [B, T, H, d], final_state or None)``; o is read after
+    the write. With a plain state, calls chain exactly (T1 + T2 == T) when T1 is a multiple of
+    ``chunk_size``; with a ``ChunkCarry`` (one is returned) any split chains exactly.
     """
     kn = parse_knobs("chunk_lattice", knobs)
-    check_inputs(q, k, v, eta, initial_state)
     check_chunk_size(chunk_size)
+    packed = cu_seqlens is not None
+    if isinstance(initial_state, ChunkCarry):
+        rows = initial_state.offset.shape[0] if packed else q.shape[0]
+        check_carry(initial_state, rows, chunk_size, lambda s: check_inputs(q, k, v, eta, s, packed=packed))
+    else:
+        check_inputs(q, k, v, eta, initial_state, packed=packed)
     check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
     if cu_seqlens is not None:
         fn = partial(chunk_lattice, chunk_size=chunk_size, **knobs)
@@ -39,18 +45,17 @@ def chunk_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False,
     B, T, H, m = q.shape
     d = v.shape[-1]
     dt = state_dtype(q)
-    S = default_state(B, H, m, d, dt, q.device) if initial_state is None else initial_state.to(dt)
+    if initial_state is None:
+        initial_state = default_state(B, H, m, d, dt, q.device)
+    initial_state = tree_map(lambda t: t.to(dt) if t.is_floating_point() else t, initial_state)
     qh, kh, vh = (x.transpose(1, 2).to(dt) for x in (q, k, v))
     eh = eta.transpose(1, 2).to(dt)
     if eta.dim() == 3:
         eh = eh[..., None]
-    outs = []
-    for s in range(0, T, chunk_size):
-        e = s + chunk_size
-        o_c, S = _chunk(qh[:, :, s:e], kh[:, :, s:e], vh[:, :, s:e], eh[:, :, s:e], S, kn)
-        outs.append(o_c)
-    o = torch.cat(outs, dim=2) if outs else vh.new_zeros(B, H, 0, d)
-    return o.transpose(1, 2).to(v.dtype), (S if output_final_state else None)
+    o, final = scan_chunks(lambda xs, start, anchor, end: _chunk(*xs, start, anchor, end, kn), (qh, kh, vh, eh),
+                           initial_state, chunk_size)
+    o = vh.new_zeros(B, H, 0, d) if o is None else o
+    return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
 
 
 def fused_recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, cu_seqlens=None, **knobs):
@@ -59,11 +64,14 @@ def fused_recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_st
                          chunk_size=1, cu_seqlens=cu_seqlens, **knobs)
 
 
-def _chunk(Q, K, V, E, S0, kn: LatticeKnobs):
-    """One chunk. Q, K: [B, H, C, m]; V: [B, H, C, d]; E: [B, H, C, 1|m]; S0: [B, H, m, d]."""
+def _chunk(Q, K, V, E, S0, anchor, chunk_end, kn: LatticeKnobs):
+    """One chunk. Q, K: [B, H, C, m]; V: [B, H, C, d]; E: [B, H, C, 1|m]; S0 (the running state at the
+    chunk's first token) and ``anchor`` (where its inner gradients are taken; the chunk-start state,
+    or an earlier one when a call resumes mid-chunk): [B, H, m, d]. ``chunk_end``: bool or [B] bool,
+    whether the chunk completes (``slot_renorm='chunk'`` retracts there)."""
     C = Q.shape[-2]
     eps = kn.eps
-    S0g = S0.detach() if kn.outer_grad == "first_order" else S0  # where the inner gradient is taken
+    S0g = anchor.detach() if kn.outer_grad == "first_order" else anchor
     n0g = S0g.pow(2).sum(-1).sqrt().clamp_min(eps)
     S0hat = S0g / n0g[..., None]
     R = V if kn.objective == "similarity" else V - K @ S0hat
@@ -71,8 +79,8 @@ def _chunk(Q, K, V, E, S0, kn: LatticeKnobs):
     Bm = E * K / n0g[..., None, :]
     G = R @ R.transpose(-1, -2)
     n0sq = S0.pow(2).sum(-1)
-    # <s0_i, r_σ> and <s0_i, ŝ0_i> with the live S0: zero-valued corrections that give the
-    # read's norms the right gradient when the inner step is detached (first_order).
+    # <s0_i, r_σ> and <s0_i, ŝ0_i> with the live S0: the cross terms of the exact read norms. When S0
+    # is the anchor they are zero-valued, and give the norms the right gradient under first_order.
     W0 = R @ S0.transpose(-1, -2)
     h = (S0hat * S0).sum(-1)
     ones = torch.ones(C, C, dtype=Q.dtype, device=Q.device)
@@ -104,10 +112,13 @@ def _chunk(Q, K, V, E, S0, kn: LatticeKnobs):
             A_read, D_read = A, D
         O = (Qn * A_read) @ S0 + torch.einsum("bhti,bhtsi,bhsi->bhts", Qn, D_read, Be) @ R
         u = A[..., -1, :, None] * S0 + (D[..., -1, :, :] * Be).transpose(-1, -2) @ R
-    if kn.slot_renorm == "none":
+    if kn.slot_renorm == "none" or (kn.slot_renorm == "chunk" and chunk_end is False):
         return O, u
     scale = n2[..., -1, :].sqrt().clamp_min(eps)
-    return O, u / (scale.detach() if kn.outer_grad == "first_order" else scale)[..., None]
+    S = u / (scale.detach() if kn.outer_grad == "first_order" else scale)[..., None]
+    if kn.slot_renorm == "chunk" and isinstance(chunk_end, torch.Tensor):
+        S = torch.where(chunk_end[:, None, None, None], S, u)
+    return O, S
 
 
 def _decay(gate: torch.Tensor) -> torch.Tensor:

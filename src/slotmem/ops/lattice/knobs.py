@@ -48,8 +48,9 @@ def parse_knobs(op: str, knobs: dict) -> LatticeKnobs:
     return LatticeKnobs(**knobs)
 
 
-def check_inputs(q, k, v, eta, initial_state) -> None:
-    """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] or [B, T, H, m]; state [B, H, m, d]."""
+def check_inputs(q, k, v, eta, initial_state, packed: bool = False) -> None:
+    """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] or [B, T, H, m]; state [B, H, m, d]
+    (with ``packed`` — ``cu_seqlens`` — one row per sequence, which ``run_varlen`` checks)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_tensor(name, x, 4)
     check_tensor("eta", eta, 4 if isinstance(eta, torch.Tensor) and eta.dim() == 4 else 3)
@@ -67,8 +68,9 @@ def check_inputs(q, k, v, eta, initial_state) -> None:
         d = v.shape[-1]
         if not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 4:
             raise ValueError("initial_state must be a tensor [B, H, m, d]")
-        if initial_state.shape[1:] != (H, m, d):
-            raise ValueError(f"initial_state must be [B, H, m={m}, d={d}] with H={H}, got {tuple(initial_state.shape)}")
+        if initial_state.shape[1:] != (H, m, d) or (not packed and initial_state.shape[0] != B):
+            n = "N" if packed else f"B={B}"
+            raise ValueError(f"initial_state must be [{n}, H={H}, m={m}, d={d}], got {tuple(initial_state.shape)}")
 
 
 def default_state(batch: int, heads: int, m: int, d: int, dtype, device) -> torch.Tensor:

@@ -19,7 +19,7 @@ from functools import partial
 
 import torch
 
-from ..utils import check_chunk_size, check_cu_seqlens, run_varlen, state_dtype
+from ..utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, run_varlen, scan_chunks, state_dtype, tree_map
 from .knobs import TrellisKnobs, activation, check_inputs, parse_knobs, write_grad, zero_state
 
 
@@ -28,12 +28,18 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta (in (0, 1]), gamma: [B, T, H].
 
     ``initial_state``: ``(Mk [B, H, m, dk], Mv [B, H, m, dv])`` (leading dim N with ``cu_seqlens``,
-    which needs B = 1). Returns ``(o [B, T, H, dv], (Mk, Mv) or None)``; reads follow the writes.
-    Calls chain exactly (T1 + T2 == T) when T1 is a multiple of ``chunk_size``.
+    which needs B = 1), or a ``ChunkCarry`` of such pairs. Returns ``(o [B, T, H, dv], final_state or
+    None)``; reads follow the writes. With a plain state, calls chain exactly (T1 + T2 == T) when T1 is
+    a multiple of ``chunk_size``; with a ``ChunkCarry`` (one is returned) any split chains exactly.
     """
     kn = parse_knobs("chunk_trellis", knobs)
-    check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed=cu_seqlens is not None)
     check_chunk_size(chunk_size)
+    packed = cu_seqlens is not None
+    if isinstance(initial_state, ChunkCarry):
+        rows = initial_state.offset.shape[0] if packed else q.shape[0]
+        check_carry(initial_state, rows, chunk_size, lambda s: check_inputs(q, k, v, alpha, beta, gamma, s, packed=packed))
+    else:
+        check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed=packed)
     check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
     if cu_seqlens is not None:
         fn = partial(chunk_trellis, chunk_size=chunk_size, **knobs)
@@ -41,17 +47,15 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
     B, T, H, dk = q.shape
     dv, m = v.shape[-1], alpha.shape[-1]
     dt = state_dtype(q)
-    Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
+    if initial_state is None:
+        initial_state = zero_state(B, H, m, dk, dv, dt, q.device)
+    initial_state = tree_map(lambda t: t.to(dt) if t.is_floating_point() else t, initial_state)
     qh, kh, vh, ah = (x.transpose(1, 2).to(dt) for x in (q, k, v, alpha))
     logb, gh = torch.log(beta.transpose(1, 2).to(dt)), gamma.transpose(1, 2).to(dt)
-    outs = []
-    for a in range(0, T, chunk_size):
-        sl = slice(a, a + chunk_size)
-        o_c, Mk, Mv = _chunk(qh[:, :, sl], kh[:, :, sl], vh[:, :, sl], ah[:, :, sl], logb[:, :, sl], gh[:, :, sl],
-                             Mk, Mv, kn)
-        outs.append(o_c)
-    o = torch.cat(outs, dim=2) if outs else vh.new_zeros(B, H, 0, dv)
-    return o.transpose(1, 2).to(v.dtype), ((Mk, Mv) if output_final_state else None)
+    o, final = scan_chunks(lambda xs, start, anchor, end: _chunk(*xs, start, anchor, kn), (qh, kh, vh, ah, logb, gh),
+                           initial_state, chunk_size)
+    o = vh.new_zeros(B, H, 0, dv) if o is None else o
+    return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
 
 
 def fused_recurrent_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False,
@@ -61,9 +65,12 @@ def fused_recurrent_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, 
                          output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens, **knobs)
 
 
-def _chunk(Q, K, V, A, logb, g, Mk0, Mv0, kn: TrellisKnobs):
+def _chunk(Q, K, V, A, logb, g, start, anchor, kn: TrellisKnobs):
     """One chunk. Q, K: [B, H, C, dk]; V: [B, H, C, dv]; A: [B, H, C, m]; logb, g: [B, H, C];
-    Mk0: [B, H, m, dk]; Mv0: [B, H, m, dv]. Returns ``(o [B, H, C, dv], Mk, Mv)``."""
+    ``start`` (the running state at the chunk's first token) and ``anchor`` (where the inner
+    gradients are taken: the chunk-start state, or an earlier one when a call resumes mid-chunk):
+    ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``. Returns ``(o [B, H, C, dv], (Mk, Mv))``."""
+    (Mk0, Mv0), (Mka, Mva) = start, anchor
     C = Q.shape[-2]
     ell = torch.cumsum(logb, dim=-1)                                   # l_t   [B, H, C]
     causal = torch.ones(C, C, dtype=torch.bool, device=Q.device).tril()
@@ -71,7 +78,7 @@ def _chunk(Q, K, V, A, logb, g, Mk0, Mv0, kn: TrellisKnobs):
     P = torch.exp(ell)[..., None]                                      # P_t   [B, H, C, 1]
     g = g[..., None]
     first_order = kn.outer_grad == "first_order"
-    Mk0g, Mv0g = (Mk0.detach(), Mv0.detach()) if first_order else (Mk0, Mv0)  # where u is taken
+    Mk0g, Mv0g = (Mka.detach(), Mva.detach()) if first_order else (Mka, Mva)  # where u is taken
 
     # pass 1: s = u(Mk0 k), e = k; read Ŷ = Mk_t q_t
     Sk = write_grad(K @ Mk0g.transpose(-1, -2), A, kn.phi, kn.eps)
@@ -89,4 +96,4 @@ def _chunk(Q, K, V, A, logb, g, Mk0, Mv0, kn: TrellisKnobs):
     PC = P[..., -1:, :]
     Mk = PC * Mk0 - (last * Sk).transpose(-1, -2) @ K
     Mv = PC * Mv0 - (last * Sv).transpose(-1, -2) @ Ev
-    return o, Mk, Mv
+    return o, (Mk, Mv)

@@ -8,29 +8,36 @@ from __future__ import annotations
 
 import torch
 
-from ..utils import check_chunk_size, state_dtype
+from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
 from .knobs import activation, check_inputs, parse_knobs, write_grad, zero_state
 
 
 def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H].
 
-    State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default.
-    Returns ``(o [B, T, H, dv], (Mk, Mv) or None)``.
+    State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default, or a ``ChunkCarry`` (the chunk
+    grid continues from the previous call; one is returned). Returns ``(o [B, T, H, dv], state or None)``.
     """
     kn = parse_knobs("naive_trellis", knobs)
-    check_inputs(q, k, v, alpha, beta, gamma, initial_state)
     check_chunk_size(chunk_size)
     B, T, H, dk = q.shape
     dv, m = v.shape[-1], alpha.shape[-1]
     dt = state_dtype(q)
-    Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
+    carry = isinstance(initial_state, ChunkCarry)
+    if carry:
+        check_carry(initial_state, B, chunk_size, lambda s: check_inputs(q, k, v, alpha, beta, gamma, s))
+        Mk, Mv = (s.to(dt) for s in initial_state.state)
+        anchor, offset = tuple(s.to(dt) for s in initial_state.anchor), initial_state.offset
+    else:
+        check_inputs(q, k, v, alpha, beta, gamma, initial_state)
+        Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
+        anchor, offset = (Mk, Mv), torch.zeros(B, dtype=torch.long, device=q.device)
     outs = []
     for t in range(T):
         qt, kt, vt, at = (x[:, t].to(dt) for x in (q, k, v, alpha))
         bt, gt = (x[:, t].to(dt)[..., None, None] for x in (beta, gamma))
-        if t % chunk_size == 0:  # where this chunk's inner gradients are taken
-            Ak, Av = (Mk.detach(), Mv.detach()) if kn.outer_grad == "first_order" else (Mk, Mv)
+        anchor = tree_where((offset + t) % chunk_size == 0, (Mk, Mv), anchor)  # a chunk starts: anchor here
+        Ak, Av = tuple(a.detach() for a in anchor) if kn.outer_grad == "first_order" else anchor
         # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
         uk = write_grad(torch.einsum("bhmd,bhd->bhm", Ak, kt), at, kn.phi, kn.eps)
         Mk = bt * Mk - gt * uk[..., None] * kt[..., None, :]
@@ -43,4 +50,9 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         Mv = bt * Mv - gt * s[..., None] * e[..., None, :]
         outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.eps))
     o = torch.stack(outs, dim=1) if outs else v.new_zeros(B, 0, H, dv, dtype=dt)
-    return o.to(v.dtype), ((Mk, Mv) if output_final_state else None)
+    if not output_final_state:
+        return o.to(v.dtype), None
+    if not carry:
+        return o.to(v.dtype), (Mk, Mv)
+    new_offset = (offset + T) % chunk_size
+    return o.to(v.dtype), ChunkCarry((Mk, Mv), tree_where(new_offset == 0, (Mk, Mv), anchor), new_offset)
