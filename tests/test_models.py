@@ -533,36 +533,14 @@ def test_cli_generate_streams_with_byte_tokenizer(tmp_path, capsys):
 
 
 def test_readme_snippet(tmp_path, monkeypatch):
+    """Runs the README's model snippet verbatim (the python block after the 'tested by' marker)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    marker = "<!-- tested by tests/test_models.py::test_readme_snippet -->"
+    assert marker in readme
+    block = readme.split(marker, 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     monkeypatch.chdir(tmp_path)
-    # --- README snippet (keep in sync with the report / README) ---
-    import torch
-    import slotmem  # registers the Auto classes
-    from transformers import AutoModelForCausalLM
-    from slotmem.data.text import ByteTokenizer
-    from slotmem.models import LatticeConfig, LatticeForCausalLM
-
-    tok = ByteTokenizer()
-    config = LatticeConfig(vocab_size=tok.vocab_size, hidden_size=64, num_hidden_layers=2, num_heads=2,
-                           mixer_kwargs={"num_slots": 16, "chunk_size": 16},
-                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    model = LatticeForCausalLM(config)
-    print(model.num_parameters(), model.state_size())  # parameters; decode-state floats per sequence
-
-    batch = tok(["hello, slot memory", "constant-memory decoding"], return_tensors="pt")  # right-padded
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss = model(**batch, labels=labels).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad()
-
-    model.save_pretrained("lattice-tiny")
-    tok.save_pretrained("lattice-tiny")
-    model = AutoModelForCausalLM.from_pretrained("lattice-tiny")
-
-    prompt = tok("hello", return_tensors="pt")
-    out = model.generate(**prompt, max_new_tokens=20, do_sample=True, top_k=20)
-    print(tok.decode(out[0], skip_special_tokens=True))
-    # --- end of README snippet ---
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    model, loss, out, LatticeForCausalLM = scope["model"], scope["loss"], scope["out"], scope["LatticeForCausalLM"]
     assert type(model) is LatticeForCausalLM and torch.isfinite(loss)
     assert out.shape[0] == 1 and 5 < out.shape[1] <= 25
