@@ -60,6 +60,10 @@ def value_head_dim(head_dim: int, expand_v) -> int:
 class _FlaLayer(SlotMemoryLayer):
     """Shared plumbing: argument checks, the fused projection + short convolution, heads."""
 
+    def state_size(self, seq_len: int = 0) -> int:
+        """Recurrent state floats per sequence: ``H · d_k · d_v`` (constant in ``seq_len``)."""
+        return self.num_heads * self.head_dim * self.head_v_dim
+
     def _setup(self, hidden_size, num_heads, head_dim, expand_v, conv_size, use_short_conv, norm_eps, layer_idx):
         self.head_dim = resolve_heads(hidden_size, num_heads, head_dim)
         self.head_v_dim = value_head_dim(self.head_dim, expand_v)
@@ -117,10 +121,6 @@ class GatedDeltaNet(_FlaLayer):
         self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
         self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
 
-    def state_size(self, seq_len: int = 0) -> int:
-        """Recurrent state floats per sequence: ``H · d_k · d_v`` (constant in ``seq_len``)."""
-        return self.num_heads * self.head_dim * self.head_v_dim
-
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
         if self.conv is None:
@@ -164,10 +164,6 @@ class DeltaNet(_FlaLayer):
         self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_gate else None
         self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
         self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
-
-    def state_size(self, seq_len: int = 0) -> int:
-        """Recurrent state floats per sequence: ``H · d_k · d_v`` (constant in ``seq_len``)."""
-        return self.num_heads * self.head_dim * self.head_v_dim
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
@@ -218,10 +214,6 @@ class GatedLinearAttention(_FlaLayer):
         self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_output_gate else None
         self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
         self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
-
-    def state_size(self, seq_len: int = 0) -> int:
-        """Recurrent state floats per sequence: ``H · d_k · d_v`` (constant in ``seq_len``)."""
-        return self.num_heads * self.head_dim * self.head_v_dim
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
