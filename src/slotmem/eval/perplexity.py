@@ -1,0 +1,131 @@
+"""Perplexity, and perplexity against context length.
+
+``perplexity_vs_length`` cuts the SAME validation token stream into non-overlapping
+windows of each length ``L`` and reports the mean next-token NLL over all their targets:
+every length scores (nearly) the same text, only the context available to the model
+changes. Lengths beyond the training length test length extrapolation; recurrent and
+slot-memory models run at any length, attention needs its positional encoding to
+extrapolate.
+
+Command line (a model saved by ``slotmem train``, i.e. ``<out_dir>/model``)::
+
+    python -m slotmem.eval.perplexity outputs/lm/model data.txt --lengths 256 512 1024 2048
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import numpy as np
+import torch
+
+from .common import as_token_objective, eval_mode, module_device, reduce_sums, sharded_batches
+
+
+def _windows(tokens: torch.Tensor, length: int, max_tokens: int = 0) -> torch.Tensor:
+    """Non-overlapping ``[N, length + 1]`` windows (consecutive windows share one token)."""
+    if max_tokens:
+        tokens = tokens[: max_tokens + 1]
+    if tokens.numel() < length + 1:
+        return tokens.new_zeros((0, length + 1))
+    return tokens.unfold(0, length + 1, length)
+
+
+def evaluate_nll(model, tokens: torch.Tensor, seq_len: int, batch_size: int, info=None, max_tokens: int = 0,
+                 autocast=None) -> dict:
+    """Mean next-token NLL (nats) over windows of ``seq_len`` of a 1-D token stream.
+    Returns ``{"nll", "ppl", "windows", "tokens"}``; ``nll`` is None if the stream is
+    shorter than one window. ``model``: a causal LM or a ``TokenObjective``."""
+    obj = as_token_objective(model)
+    dev = module_device(obj)
+    w = _windows(tokens.long(), seq_len, max_tokens)
+    if w.shape[0] == 0:
+        return {"nll": None, "ppl": None, "windows": 0, "tokens": 0}
+    sums = {"loss_sum": 0.0, "count": 0.0}
+    with eval_mode(obj, autocast):
+        for idx, real in sharded_batches(w.shape[0], batch_size, info):
+            b = w[torch.as_tensor(np.asarray(idx), dtype=torch.long)].to(dev)
+            out = obj(b[:, :-1], b[:, 1:])
+            if real:
+                sums["loss_sum"] += float(out["loss_sum"])
+                sums["count"] += float(out["count"])
+    s = reduce_sums(sums, info)
+    nll = s["loss_sum"] / s["count"]
+    return {"nll": nll, "ppl": math.exp(min(nll, 50.0)), "windows": int(w.shape[0]), "tokens": int(s["count"])}
+
+
+def perplexity_vs_length(model, tokens: torch.Tensor, lengths, batch_size: int = 8, info=None, max_tokens: int = 0,
+                         train_len: int | None = None, autocast=None) -> list[dict]:
+    """One row per length: ``{"length", "nll", "ppl", "bits_per_token", "windows", "tokens",
+    "beyond_training"}``. The batch shrinks with the length (``batch_size * min(lengths)``
+    tokens per batch, at least one window)."""
+    rows = []
+    base = min(lengths) if train_len is None else train_len
+    for L in lengths:
+        bs = max(1, (batch_size * base) // L)
+        r = evaluate_nll(model, tokens, int(L), bs, info, max_tokens, autocast)
+        rows.append({
+            "length": int(L),
+            "nll": r["nll"],
+            "ppl": r["ppl"],
+            "bits_per_token": None if r["nll"] is None else r["nll"] / math.log(2),
+            "windows": r["windows"],
+            "tokens": r["tokens"],
+            "beyond_training": bool(train_len is not None and L > train_len),
+        })
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    lines = [f"{'length':>8} {'windows':>8} {'tokens':>9} {'nll':>8} {'ppl':>9}"]
+    for r in rows:
+        if r["nll"] is None:
+            lines.append(f"{r['length']:>8} {0:>8} {0:>9} {'-':>8} {'too few tokens':>9}")
+        else:
+            mark = " *" if r["beyond_training"] else ""
+            lines.append(f"{r['length']:>8} {r['windows']:>8} {r['tokens']:>9} {r['nll']:>8.4f} {r['ppl']:>9.3f}{mark}")
+    if any(r["beyond_training"] for r in rows):
+        lines.append("* longer than the training context")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m slotmem.eval.perplexity",
+                                 description="perplexity of a saved causal LM at several context lengths")
+    ap.add_argument("model", help="a directory saved by save_pretrained (e.g. <out_dir>/model of slotmem train)")
+    ap.add_argument("data", nargs="+", help="text / jsonl files (or a dataset with --format hf)")
+    ap.add_argument("--lengths", type=int, nargs="+", required=True)
+    ap.add_argument("--format", default="auto")
+    ap.add_argument("--text-field", default="text")
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="score the last fraction of the token stream (as training held it out); 0 = all of it")
+    ap.add_argument("--max-tokens", type=int, default=0)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--train-len", type=int, default=None, help="training context length (marks longer lengths)")
+    ap.add_argument("--json", help="also write the rows to this JSON file")
+    args = ap.parse_args(argv)
+
+    from transformers import AutoModelForCausalLM
+
+    from .. import models  # noqa: F401  (registers the Auto classes)
+    from ..data import load_tokenizer, read_documents, split_tokens, tokenize_documents
+
+    try:
+        tok = load_tokenizer(args.model)
+    except Exception:  # noqa: BLE001 - no tokenizer saved with the model: the byte default
+        tok = load_tokenizer("byte")
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokens = tokenize_documents(read_documents(args.data, format=args.format, text_field=args.text_field), tok)
+    if args.val_fraction > 0:
+        tokens = split_tokens(tokens, args.val_fraction)[1]
+    rows = perplexity_vs_length(model, tokens, args.lengths, args.batch_size, max_tokens=args.max_tokens,
+                                train_len=args.train_len)
+    print(format_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Training: the config schema, the runner (``slotmem train``), checkpoints, DDP/FSDP.
+
+    from slotmem.train import load_config, train
+    results = train(load_config("configs/mqar_lattice.yaml", ["train.steps=200"]))
+"""
+from .config import Config, load_config
+from .errors import CheckpointError, ConfigError, NonFiniteError, SlotmemTrainError
+from .trainer import Trainer, train
+
+__all__ = ["Config", "load_config", "Trainer", "train", "CheckpointError", "ConfigError", "NonFiniteError",
+           "SlotmemTrainError"]

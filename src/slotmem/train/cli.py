@@ -1,0 +1,80 @@
+"""The ``train`` and ``compare`` subcommands of ``slotmem`` (registered by ``slotmem.cli``)."""
+from __future__ import annotations
+
+import sys
+
+
+def _fail(e: Exception) -> None:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _train(args) -> None:
+    from .config import load_config
+    from .errors import SlotmemTrainError
+    from .trainer import train
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        results = train(cfg)
+    except SlotmemTrainError as e:
+        _fail(e)
+    if "stopped_at" in results:
+        return
+    from .distributed import env_world
+
+    if env_world()[0] != 0:
+        return
+    print(f"\n{cfg.name}: {results['params']:,} parameters, {results['step']} steps, "
+          f"train time {results['train_time_s']:.1f}s; results in {cfg.output_dir / 'results.json'}")
+    for split, m in results["final"].items():
+        shown = "  ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+        print(f"  {split}: {shown}")
+    if results.get("ppl_vs_length"):
+        from ..eval.perplexity import format_table
+
+        print("perplexity vs context length (validation text):")
+        print(format_table(results["ppl_vs_length"]))
+
+
+def _compare(args) -> None:
+    from ..eval.compare import DEFAULT_CONFIG, run_compare
+    from .errors import SlotmemTrainError
+
+    from pathlib import Path
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # no config given, only overrides
+        config, overrides = None, [config, *overrides]
+    try:
+        run_compare(config or DEFAULT_CONFIG, overrides, out=args.out, only=args.only)
+    except SlotmemTrainError as e:
+        _fail(e)
+
+
+def add_train_parser(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model from a YAML config (tasks: mqar, lm, timeseries)",
+        description="Train from a YAML config; dotted key=value overrides follow the file "
+                    "(e.g. optim.lr=3e-3 train.steps=500). Multi-process: torchrun --nproc_per_node N "
+                    "-m slotmem.cli train CONFIG.",
+    )
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, values parsed as YAML")
+    p.set_defaults(func=_train)
+
+
+def add_compare_parser(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="MQAR comparison of Lattice, Trellis, Gated DeltaNet and Transformer++ (table, plot, JSON)",
+        description="Train every model of a comparison config on the same MQAR data and report accuracy per "
+                    "(T, kv) test slice against state size. Default: the built-in configs/compare_mqar.yaml.",
+    )
+    p.add_argument("config", nargs="?", default=None, help="comparison YAML (default: the built-in compare_mqar.yaml)")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run (e.g. train.steps=100), "
+                                                      "or Label:key=value for one run (e.g. Trellis:optim.lr=3e-3)")
+    p.add_argument("--out", default=None, help="output folder (default outputs/compare/<timestamp>)")
+    p.add_argument("--only", default=None, help="comma-separated labels of the runs to do (default: all)")
+    p.set_defaults(func=_compare)

@@ -1,0 +1,441 @@
+"""The three tasks the runner trains: MQAR, language modelling, time-series forecasting.
+
+A task owns its data, builds the network and the *objective* (an ``nn.Module`` that
+wraps the network and returns sums -- loss, number of targets, hits -- so that DDP/FSDP
+wrap one module and losses reduce exactly across processes and micro-batches), and
+evaluates. All ranks hold all data (the datasets here are in-memory tensors); each rank
+takes its share of every global batch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..data import IGNORE_INDEX
+from .config import Config, ModelConfig
+from .errors import ConfigError
+
+
+# --------------------------------------------------------------------------- models
+
+
+def model_config_dict(m: ModelConfig, vocab_size: int) -> dict:
+    d = dict(
+        vocab_size=m.vocab_size if m.vocab_size is not None else vocab_size,
+        hidden_size=m.hidden_size,
+        num_hidden_layers=m.num_hidden_layers,
+        num_heads=m.num_heads,
+        mixer=m.mixer,
+        mixer_kwargs=dict(m.mixer_kwargs),
+        attn_layers=list(m.attn_layers),
+        attn_window=m.attn_window,
+        use_mlp=m.use_mlp,
+    )
+    clash = sorted(set(m.extra) & set(d))
+    if clash:
+        raise ConfigError(f"config key 'model.extra' repeats {clash}; set them in the model section itself")
+    d.update(m.extra)
+    return d
+
+
+def build_backbone_config(m: ModelConfig, vocab_size: int):
+    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section."""
+    from ..models import configuration_slotmem as cs
+
+    d = model_config_dict(m, vocab_size)
+    # Token ids outside a small vocabulary (MQAR, time series) are not special tokens.
+    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        if k not in d:
+            default = getattr(cs.SlotMemConfig, k, None)
+            if default is not None and default >= d["vocab_size"]:
+                d[k] = None
+    try:
+        return cs.config_from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model section: {e}") from None
+
+
+def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
+    from .. import models
+
+    if m.pretrained:
+        p = Path(m.pretrained)
+        if not p.exists():
+            raise ConfigError(f"config key 'model.pretrained': no such directory {str(p)!r}")
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(str(p))
+    cfg = build_backbone_config(m, vocab_size)
+    try:
+        return models.model_for_causal_lm(cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model section: {e}") from None
+
+
+def build_backbone(m: ModelConfig) -> nn.Module:
+    """A ``SlotMemModel`` (no LM head) for inputs given as embeddings; its 1-token vocabulary
+    is unused and frozen."""
+    from .. import models
+
+    cfg = build_backbone_config(m, vocab_size=1)
+    try:
+        net = models.modeling_slotmem.MODEL_CLASSES[cfg.model_type][0](cfg)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"model section: {e}") from None
+    emb = net.get_input_embeddings()
+    if emb is not None:
+        emb.requires_grad_(False)
+    return net
+
+
+def mixer_modules(net: nn.Module) -> list[nn.Module]:
+    """The token mixers of a network, in layer order (modules with ``state_size``)."""
+    from ..layers import MIXERS
+
+    classes = tuple(MIXERS.values())
+    return [mod for mod in net.modules() if isinstance(mod, classes)]
+
+
+def state_size_per_layer(net: nn.Module, seq_len: int) -> list[int]:
+    """Floats of decode state per sequence for each layer after ``seq_len`` tokens."""
+    return [int(mod.state_size(seq_len)) for mod in mixer_modules(net)]
+
+
+def count_parameters(net: nn.Module, trainable_only: bool = True) -> int:
+    return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
+
+
+# --------------------------------------------------------------------------- objectives
+
+
+class TokenObjective(nn.Module):
+    """Next-token cross-entropy on already-shifted labels (``-100`` = ignored).
+
+    The LM head runs only on the labelled positions (MQAR labels ~kv of T positions),
+    through the HF model's base model and output embeddings; the plain ``forward`` is the
+    fallback for models without them. Returns sums: ``loss_sum``, ``count``, ``hits``, and
+    with ``per_example`` the per-row ``row_hits`` / ``row_count``.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def _logits_at(self, input_ids, mask):
+        net = self.net
+        base = getattr(net, getattr(net, "base_model_prefix", ""), None)
+        head = net.get_output_embeddings() if hasattr(net, "get_output_embeddings") else None
+        if isinstance(base, nn.Module) and base is not net and head is not None:
+            h = base(input_ids=input_ids, use_cache=False).last_hidden_state
+            return head(h[mask])
+        return net(input_ids=input_ids, use_cache=False).logits[mask]
+
+    def forward(self, input_ids, labels, per_example: bool = False):
+        mask = labels != IGNORE_INDEX
+        logits = self._logits_at(input_ids, mask).float()
+        tgt = labels[mask]
+        loss_sum = F.cross_entropy(logits, tgt, reduction="sum")
+        hits = logits.argmax(-1) == tgt
+        out = {"loss_sum": loss_sum, "count": mask.sum(), "hits": hits.sum()}
+        if per_example:
+            rows = mask.nonzero()[:, 0]
+            out["row_hits"] = torch.bincount(rows, weights=hits.double(), minlength=labels.shape[0])
+            out["row_count"] = mask.sum(1)
+        return out
+
+
+class ForecastObjective(nn.Module):
+    """Squared and absolute error sums of a forecast ``net(x) -> [B, H, C]``."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, y):
+        err = self.net(x).float() - y.float()
+        return {"loss_sum": err.square().sum(), "count": torch.tensor(err.numel(), device=err.device),
+                "abs_sum": err.abs().sum()}
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+class Task:
+    name = ""
+    #: splits evaluated every ``train.eval_every`` steps, and at the end of training
+    periodic_splits: tuple = ()
+    final_splits: tuple = ()
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self.groups: list = []
+        self.group_names: list[str] = []
+
+    # data
+    @property
+    def group_sizes(self) -> list[int]:
+        return [len(g) for g in self.groups]
+
+    def get_batch(self, group: int, idx) -> dict:
+        raise NotImplementedError
+
+    def target_count(self, group: int, idx) -> int:
+        raise NotImplementedError
+
+    def tokens(self, batch: dict) -> int:
+        raise NotImplementedError
+
+    # model
+    def build_net(self) -> nn.Module:
+        raise NotImplementedError
+
+    def objective(self, net: nn.Module) -> nn.Module:
+        raise NotImplementedError
+
+    def train_metrics(self, sums: dict) -> dict:
+        return {"loss": sums["loss_sum"] / max(sums["count"], 1)}
+
+    def evaluate(self, module, split: str, batch_size: int, info) -> dict:
+        raise NotImplementedError
+
+    def extra_final(self, module, batch_size: int, info) -> dict:
+        return {}
+
+    def export(self, net: nn.Module, state_dict: dict, directory: Path) -> None:
+        net.save_pretrained(str(directory), state_dict=state_dict)
+
+
+def _take_tokens(inputs: torch.Tensor, labels: torch.Tensor, idx) -> dict:
+    i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    return {"input_ids": inputs[i], "labels": labels[i]}
+
+
+class MQARTask(Task):
+    name = "mqar"
+    periodic_splits = ("test",)
+    final_splits = ("test",)
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        from ..data import MQARConfig, generate_mqar
+
+        q = cfg.mqar
+        self.vocab_size = q.vocab_size
+        for s in q.train:
+            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "train")
+            self.groups.append((inp, lab))
+            self.group_names.append(f"mqar.train (T={s.seq_len}, kv={s.num_kv_pairs})")
+        self.test_slices = []
+        for s in q.test:
+            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "test")
+            self.test_slices.append((s, inp, lab))
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return [g[0].shape[0] for g in self.groups]
+
+    def get_batch(self, group, idx):
+        return _take_tokens(*self.groups[group], idx)
+
+    def target_count(self, group, idx):
+        lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+        return int((lab != IGNORE_INDEX).sum())
+
+    def tokens(self, batch):
+        return batch["input_ids"].numel()
+
+    def build_net(self):
+        return build_causal_lm(self.cfg.model, self.vocab_size)
+
+    def objective(self, net):
+        return TokenObjective(net)
+
+    def train_metrics(self, sums):
+        n = max(sums["count"], 1)
+        return {"loss": sums["loss_sum"] / n, "acc": sums["hits"] / n}
+
+    def evaluate(self, module, split, batch_size, info):
+        from ..eval.mqar import evaluate_mqar_slices
+
+        res = evaluate_mqar_slices(module, self.test_slices, batch_size, info)
+        out = {"acc": res["acc"], "loss": res["loss"]}
+        for r in res["slices"]:
+            out[f"acc_T{r['seq_len']}_kv{r['num_kv_pairs']}"] = r["acc"]
+        return out
+
+
+class LMTask(Task):
+    name = "lm"
+    periodic_splits = ("val",)
+    final_splits = ("val",)
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        from ..data import load_lm_data
+
+        lm = cfg.lm
+        _check_sources(lm.source, lm.format)
+        try:
+            data = load_lm_data(lm.source, lm.seq_len, tokenizer=lm.tokenizer, val_fraction=lm.val_fraction,
+                                format=lm.format, text_field=lm.text_field, hf_split=lm.hf_split, hf_config=lm.hf_config)
+        except FileNotFoundError as e:
+            raise ConfigError(f"config key 'lm.source': {e}") from None
+        except ValueError as e:
+            raise ConfigError(f"lm data: {e}") from None
+        self.data = data
+        self.tokenizer = data.tokenizer
+        self.vocab_size = len(data.tokenizer)
+        self.windows = _windows(data.train)
+        self.groups = [self.windows]
+        self.group_names = [f"lm.source ({data.train_tokens.numel()} train tokens, seq_len={lm.seq_len})"]
+        self.is_bytes = type(self.tokenizer).__name__ == "ByteTokenizer"
+
+    @property
+    def group_sizes(self):
+        return [self.windows.shape[0]]
+
+    def get_batch(self, group, idx):
+        w = self.windows[torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+        return {"input_ids": w[:, :-1], "labels": w[:, 1:]}
+
+    def target_count(self, group, idx):
+        return len(idx) * self.cfg.lm.seq_len
+
+    def tokens(self, batch):
+        return batch["input_ids"].numel()
+
+    def build_net(self):
+        return build_causal_lm(self.cfg.model, self.vocab_size)
+
+    def objective(self, net):
+        return TokenObjective(net)
+
+    def _metrics(self, nll: float) -> dict:
+        out = {"loss": nll, "ppl": math.exp(min(nll, 50.0))}
+        if self.is_bytes:
+            out["bpb"] = nll / math.log(2)
+        return out
+
+    def evaluate(self, module, split, batch_size, info):
+        from ..eval.perplexity import evaluate_nll
+
+        res = evaluate_nll(module, self.data.val_tokens, self.cfg.lm.seq_len, batch_size, info,
+                           max_tokens=self.cfg.lm.max_eval_tokens)
+        return self._metrics(res["nll"])
+
+    def extra_final(self, module, batch_size, info):
+        from ..eval.perplexity import perplexity_vs_length
+
+        lengths = self.cfg.lm.eval_lengths
+        if not lengths:
+            return {}
+        rows = perplexity_vs_length(module, self.data.val_tokens, lengths, batch_size, info,
+                                    max_tokens=self.cfg.lm.max_eval_tokens, train_len=self.cfg.lm.seq_len)
+        out = {}
+        for r in rows:
+            if r.get("nll") is not None:
+                out[f"ppl_L{r['length']}"] = r["ppl"]
+        return {"ppl_vs_length": rows, **out}
+
+    def export(self, net, state_dict, directory):
+        super().export(net, state_dict, directory)
+        if hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(str(directory))
+
+
+def _windows(ds) -> torch.Tensor:
+    """All ``[N, seq_len + 1]`` windows of an ``LMDataset`` as one view."""
+    return ds.tokens.unfold(0, ds.seq_len + 1, ds.stride)[: len(ds)]
+
+
+def _check_sources(source, fmt):
+    if fmt == "hf":
+        return
+    for s in source if isinstance(source, list) else [source]:
+        if not isinstance(s, str):
+            raise ConfigError(f"config key 'lm.source': expected a path or a list of paths, got {s!r}")
+        if not Path(s).exists():
+            raise ConfigError(f"config key 'lm.source': data file not found: {s!r} (for a Hugging Face hub dataset set lm.format=hf)")
+
+
+class ForecastTask(Task):
+    name = "timeseries"
+    periodic_splits = ("val",)
+    final_splits = ("val", "test")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        from ..data import load_forecast_splits
+
+        ts = cfg.timeseries
+        if not Path(ts.path).is_file():
+            raise ConfigError(f"config key 'timeseries.path': data file not found: {ts.path!r}")
+        try:
+            self.splits = load_forecast_splits(ts.path, lookback=ts.lookback, horizon=ts.horizon, features=ts.features,
+                                               target=ts.target, protocol=ts.protocol, ratios=tuple(ts.ratios),
+                                               date_col=ts.date_col)
+        except ValueError as e:
+            raise ConfigError(f"timeseries data: {e}") from None
+        tr = self.splits["train"]
+        self.n_in = tr.n_channels
+        self.n_out = 1 if ts.features == "MS" else self.n_in
+        self.groups = [tr]
+        self.group_names = [f"timeseries train split ({len(tr)} windows)"]
+
+    @staticmethod
+    def _stack(ds, idx):
+        xs, ys = zip(*(ds[int(i)] for i in idx))
+        return {"x": torch.stack(xs), "y": torch.stack(ys)}
+
+    def get_batch(self, group, idx):
+        return self._stack(self.groups[group], idx)
+
+    def target_count(self, group, idx):
+        return len(idx) * self.cfg.timeseries.horizon * self.n_out
+
+    def tokens(self, batch):
+        return batch["x"].shape[0] * batch["x"].shape[1]
+
+    def build_net(self):
+        from .forecast import ForecastModel
+
+        ts = self.cfg.timeseries
+        backbone = build_backbone(self.cfg.model)
+        return ForecastModel(backbone, self.cfg.model.hidden_size, self.n_in, self.n_out, ts.lookback, ts.horizon,
+                             head=ts.head, revin=ts.revin, target_index=self.groups[0].target_index)
+
+    def objective(self, net):
+        return ForecastObjective(net)
+
+    def train_metrics(self, sums):
+        n = max(sums["count"], 1)
+        return {"loss": sums["loss_sum"] / n, "mae": sums["abs_sum"] / n}
+
+    def evaluate(self, module, split, batch_size, info):
+        from ..eval.forecast import evaluate_forecast
+
+        return evaluate_forecast(module, self.splits[split], batch_size, info, max_windows=self.cfg.timeseries.max_eval_windows)
+
+    def export(self, net, state_dict, directory):
+        from .checkpoint import atomic_torch_save
+
+        directory.mkdir(parents=True, exist_ok=True)
+        net.backbone.config.save_pretrained(str(directory / "backbone"))
+        ts = self.cfg.timeseries
+        atomic_torch_save({"state_dict": state_dict, "n_in": self.n_in, "n_out": self.n_out, "lookback": ts.lookback,
+                           "horizon": ts.horizon, "head": ts.head, "revin": ts.revin,
+                           "target_index": self.groups[0].target_index, "hidden_size": self.cfg.model.hidden_size,
+                           "mean": self.groups[0].mean, "std": self.groups[0].std, "columns": self.groups[0].columns},
+                          directory / "forecast_model.pt")
+
+
+TASK_CLASSES = {"mqar": MQARTask, "lm": LMTask, "timeseries": ForecastTask}
+
+
+def build_task(cfg: Config) -> Task:
+    return TASK_CLASSES[cfg.task](cfg)
