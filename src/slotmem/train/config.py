@@ -158,7 +158,10 @@ class RunConfig:
     one), ``never`` (start over; refuses a non-empty checkpoint folder), or a checkpoint
     path. ``stop_at_step``: leave after saving a checkpoint at that step (a planned
     interruption; a later run resumes). ``precision`` bf16/fp16 and ``compile`` act on CUDA
-    only; on CPU they are ignored with a warning."""
+    only; on CPU they are ignored with a warning. ``num_threads``: torch intra-op CPU threads
+    per process (0 = torch's default). Small models on a shared CPU run far steadier with 1:
+    with 2 threads on 2 busy cores each step waits on the slower thread (measured 10-100x
+    slow-downs here); torchrun sets OMP_NUM_THREADS=1 itself."""
 
     steps: int = 1000
     batch_size: int = 32
@@ -176,6 +179,7 @@ class RunConfig:
     progress: bool = True
     tensorboard: bool = True
     save_model: bool = True
+    num_threads: int = 0
 
 
 @dataclass
@@ -429,7 +433,7 @@ def validate(cfg: Config) -> None:
     t = cfg.train
     for k in ("steps", "batch_size", "grad_accum", "log_every", "keep_checkpoints"):
         _positive(f"train.{k}", getattr(t, k))
-    for k in ("eval_every", "save_every", "eval_batch_size"):
+    for k in ("eval_every", "save_every", "eval_batch_size", "num_threads"):
         _positive(f"train.{k}", getattr(t, k), allow_zero=True)
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")

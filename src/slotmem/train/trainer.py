@@ -59,11 +59,14 @@ def lr_lambda(step: int, total: int, warmup: int, schedule: str, min_ratio: floa
 
 
 def build_optimizer(module: torch.nn.Module, o) -> torch.optim.Optimizer:
+    """AdamW; parameters marked ``_no_weight_decay`` (fla convention) and, unless
+    ``optim.decay_1d_params``, all 1-D parameters (biases, norm weights, gate constants) get no decay."""
     decay, no_decay = [], []
     for name, p in module.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if (p.dim() < 2 and not o.decay_1d_params) else decay).append(p)
+        exempt = getattr(p, "_no_weight_decay", False) or (p.dim() < 2 and not o.decay_1d_params)
+        (no_decay if exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": o.weight_decay}]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -128,6 +131,8 @@ class Trainer:
         self.micro = t.batch_size // (ws * t.grad_accum)
         self.eval_bs = t.eval_batch_size or max(1, t.batch_size // ws)
 
+        if t.num_threads:
+            torch.set_num_threads(t.num_threads)
         seed_everything(cfg.seed)
         self.task = build_task(cfg)
         self.net = self.task.build_net().to(self.device)
