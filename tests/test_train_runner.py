@@ -243,3 +243,33 @@ def test_forecast_model_shapes_and_revin():
     y2 = m(x * 3.0 + 7.0)
     torch.testing.assert_close(y2, y * 3.0 + 7.0, rtol=1e-4, atol=1e-4)
     assert not any(p.requires_grad for p in bb.get_input_embeddings().parameters())
+
+
+def test_tensorboard_optional(tmp_path, capsys, monkeypatch):
+    import builtins
+
+    import slotmem.train.metrics as metrics
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *a, **k):
+        if name.startswith("torch.utils.tensorboard") or name == "tensorboard":
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    monkeypatch.setattr(metrics, "_TB_NOTICE_SHOWN", False)
+    train(tiny(tmp_path, "notb", "train.tensorboard=true", "train.steps=2"), quiet=False)
+    err = capsys.readouterr().err
+    assert err.count("tensorboard is not installed") == 1
+    assert (tmp_path / "notb" / "metrics.jsonl").is_file() and not (tmp_path / "notb" / "tensorboard").exists()
+
+
+def test_tensorboard_events_when_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(tiny(tmp_path, "tb", "train.tensorboard=true"), quiet=True)
+    ea = EventAccumulator(str(tmp_path / "tb" / "tensorboard"))
+    ea.Reload()
+    assert [e.step for e in ea.Scalars("train/loss")] == [2, 4, 6, 8]
