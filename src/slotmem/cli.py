@@ -119,7 +119,7 @@ def _generate(args) -> None:
     from transformers import AutoModelForCausalLM, TextStreamer
     from transformers.utils import logging as hf_logging
 
-    from . import models  # noqa: F401  (registers the Auto classes)
+    from .models import CACHE_NAME  # importing slotmem.models registers the Auto classes
 
     model_dir = Path(args.model)
     if not (model_dir / "config.json").is_file():
@@ -156,7 +156,7 @@ def _generate(args) -> None:
         out = model.generate(input_ids, attention_mask=enc["attention_mask"].to(args.device), streamer=streamer, **gen)
     dt = time.perf_counter() - t0
     n_new = out.sequences.shape[1] - input_ids.shape[1]
-    cache = out.past_key_values
+    cache = getattr(out, CACHE_NAME, None)
     cache_bytes = cache.nbytes() if cache is not None else 0
     print(f"[{n_new} new tokens in {dt:.2f}s ({n_new / max(dt, 1e-9):.1f} tok/s); decode cache {cache_bytes:,} bytes; "
           f"state {model.state_size(out.sequences.shape[1]):,} floats]", file=sys.stderr)
