@@ -169,12 +169,12 @@ def _get_tensor(module: nn.Module, name: str):
             return None
 
 
-def take_cache(kwargs: dict, cache=None):
-    """Pop the generation cache from ``kwargs`` under any of its names (``cache``, ``past_key_values``,
-    ``cache_params``; at most one may be set) and check that it is a ``RecurrentCache``."""
+def take_cache(kwargs: dict, **named):
+    """The generation cache, popped from ``kwargs`` or taken from ``named`` (a forward's own parameters)
+    under any of its names (``cache``, ``past_key_values``, ``cache_params``; at most one may be set),
+    checked to be a ``RecurrentCache``."""
     given = {name: kwargs.pop(name) for name in _CACHE_ALIASES if name in kwargs}
-    if cache is not None:
-        given["cache"] = cache
+    given.update(named)
     given = {name: value for name, value in given.items() if value is not None}
     if len(given) > 1:
         raise ValueError(f"the cache was passed under several names {sorted(given)}; pass it once, as {CACHE_NAME!r}")
@@ -211,13 +211,13 @@ class SlotMemModel(SlotMemPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, use_cache=None,
-                output_hidden_states=None, return_dict=None, cu_seqlens=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, past_key_values=None,
+                use_cache=None, output_hidden_states=None, return_dict=None, cu_seqlens=None, **kwargs):
         """input_ids [B, T] (or inputs_embeds [B, T, hidden]); attention_mask [B, T_past + T] (1 = token,
         0 = padding, any side) or ``cu_seqlens`` [N + 1] for packed sequences (B = 1); ``cache`` (or
         ``past_key_values`` / ``cache_params``): a ``RecurrentCache`` (created when ``use_cache`` and None).
         The output carries it in the field ``CACHE_NAME``."""
-        past_key_values = take_cache(kwargs, cache)
+        past_key_values = take_cache(kwargs, cache=cache, past_key_values=past_key_values)
         _check_forward_kwargs(kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -282,15 +282,15 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, labels=None,
-                use_cache=None, output_hidden_states=None, return_dict=None, logits_to_keep=0, cu_seqlens=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, past_key_values=None,
+                labels=None, use_cache=None, output_hidden_states=None, return_dict=None, logits_to_keep=0, cu_seqlens=None, **kwargs):
         """Returns ``CausalLMOutputWithPast``; ``logits_to_keep=k > 0`` computes only the last ``k`` positions'
         logits (generation uses 1). With ``cu_seqlens``, labels are not shifted across sequence boundaries."""
         num_items = kwargs.get("num_items_in_batch")
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                         cache=take_cache(kwargs, cache), use_cache=use_cache, output_hidden_states=output_hidden_states,
-                         return_dict=True, cu_seqlens=cu_seqlens, **kwargs)
+                         cache=take_cache(kwargs, cache=cache, past_key_values=past_key_values), use_cache=use_cache,
+                         output_hidden_states=output_hidden_states, return_dict=True, cu_seqlens=cu_seqlens, **kwargs)
         hidden_states, cache = out.last_hidden_state, getattr(out, CACHE_NAME)
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:
