@@ -73,7 +73,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, damage):
     p = ckpt.checkpoint_path(tmp_path / "c", 3)
     data = p.read_bytes()
     p.write_bytes({"garbage": b"not a checkpoint at all" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match=r"no valid checkpoint.*step_00000003\.pt' is corrupt: checksum mismatch"):
+        train(tiny(tmp_path, "c"), quiet=True)
+    assert p.is_file()  # the only checkpoint is not moved aside: the run stops instead
+    ckpt.checksum_path(p).unlink()  # without its checksum file the damage shows when unpickling
+    with pytest.warns(UserWarning, match="no .sha256 checksum file"), \
+            pytest.raises(CheckpointError, match="corrupt or truncated"):
         train(tiny(tmp_path, "c"), quiet=True)
     with pytest.raises(CheckpointError, match="not found"):
         train(tiny(tmp_path, "c", f"train.resume={tmp_path / 'nope.pt'}"), quiet=True)
@@ -89,7 +94,7 @@ def test_cli_reports_corrupt_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", str(cfg_file)] + TINY_MQAR + [f"out_dir={tmp_path / 'c'}"])
     assert e.value.code == 2
-    assert "corrupt or truncated" in capsys.readouterr().err
+    assert "checksum mismatch" in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path):
