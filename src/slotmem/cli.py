@@ -212,7 +212,7 @@ def main(argv=None) -> None:
         code = user_error_exit_code(e)
         if code is None or os.environ.get("SLOTMEM_DEBUG"):
             raise
-        print(f"error: {str(e).strip() or type(e).__name__}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
         raise SystemExit(code) from None
     except SystemExit as e:
         if isinstance(e.code, str):  # SystemExit("message"): a usage error of a subcommand
@@ -235,6 +235,10 @@ def user_error_exit_code(e: BaseException) -> int | None:
     if isinstance(e, OSError):
         return 2 if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) else 1
     if isinstance(e, (ValueError, TypeError)):
+        return 2
+    import yaml
+
+    if isinstance(e, yaml.YAMLError):
         return 2
     return None
 

@@ -105,11 +105,11 @@ def read_series_csv(path, date_col: str = "date") -> SeriesTable:
     bad = ~np.isfinite(values)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{p}: non-finite value {values[r, c]!r} in column {header[channel_idx[c]]!r} at line {body[r][0]}")
+        raise ValueError(f"{p}: non-finite value {float(values[r, c])!r} in column {header[channel_idx[c]]!r} at line {body[r][0]}")
     big = np.abs(values) >= 1e30
     if big.any():
         r, c = np.argwhere(big)[0]
-        raise ValueError(f"{p}: value {values[r, c]!r} in column {header[channel_idx[c]]!r} at line {body[r][0]} is too "
+        raise ValueError(f"{p}: value {float(values[r, c])!r} in column {header[channel_idx[c]]!r} at line {body[r][0]} is too "
                          "large (|x| >= 1e30 overflows the statistics and float32); rescale the column")
     return SeriesTable(str(p), dates.astype(str), [header[i] for i in channel_idx], values)
 
