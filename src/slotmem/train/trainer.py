@@ -192,9 +192,9 @@ class Trainer:
         err = None
         if self.info.is_main:
             try:
-                self.lock = RunLock(self.out_dir).acquire(notice=self.log)
+                self.lock = RunLock(self.out_dir).acquire(notice=self._notice)
                 for p in ckpt.clean_stale_files(self.out_dir):
-                    self.log(f"removed {p}, left by an interrupted run")
+                    self._notice(f"removed {p}, left by an interrupted run")
             except SlotmemTrainError as e:
                 err = e
         err = broadcast_object(err, self.info)
