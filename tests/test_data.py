@@ -464,7 +464,7 @@ def test_timeseries_errors(tmp_path, etth_csv):
     with pytest.raises(ValueError, match="text.csv"):
         read_series_csv(tmp_path / "text.csv")
     (tmp_path / "nan.csv").write_text("date,OT\n2016-01-01,1.0\n2016-01-02,nan\n")
-    with pytest.raises(ValueError, match="non-finite value in column 'OT' at data row 2"):
+    with pytest.raises(ValueError, match="non-finite value nan in column 'OT' at line 3"):
         read_series_csv(tmp_path / "nan.csv")
     with pytest.raises(ValueError, match="features"):
         ForecastDataset(etth_csv[0], features="X")
