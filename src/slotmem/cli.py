@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -205,7 +206,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
-    args.func(args)
+    try:
+        args.func(args)
+    except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
+        code = user_error_exit_code(e)
+        if code is None or os.environ.get("SLOTMEM_DEBUG"):
+            raise
+        print(f"error: {' '.join(str(e).split()) or type(e).__name__}", file=sys.stderr)
+        raise SystemExit(code) from None
+    except SystemExit as e:
+        if isinstance(e.code, str):  # SystemExit("message"): a usage error of a subcommand
+            print(f"error: {e.code}", file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def user_error_exit_code(e: BaseException) -> int | None:
+    """Exit status for an error caused by the user's input or environment (printed as one
+    ``error:`` line, no traceback; ``SLOTMEM_DEBUG=1`` shows it), None for a bug.
+    2: usage (bad value, file, config, checkpoint); 1: environment (disk full, read-only)."""
+    from .train.errors import SlotmemTrainError
+
+    if isinstance(e, SlotmemTrainError):
+        return e.exit_code
+    if isinstance(e, OSError):
+        return 2 if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)) else 1
+    if isinstance(e, (ValueError, TypeError)):
+        return 2
+    import yaml
+
+    if isinstance(e, yaml.YAMLError):
+        return 2
+    return None
 
 
 if __name__ == "__main__":

@@ -147,9 +147,20 @@ def load_tokenizer(name_or_path: str = "byte"):
         if kind != "byte":
             raise ValueError(f"{p / _TOKENIZER_FILE}: unknown tokenizer type {kind!r}")
         return ByteTokenizer()
+    name = str(name_or_path)
+    # A name that is clearly a local path (absolute, ./ ~/, or below an existing folder) and
+    # is missing fails here at once instead of after the hub client's retries.
+    looks_local = p.is_absolute() or name.startswith((".", "~")) or (p.parent != Path(".") and p.parent.exists())
+    if p.is_file() or (not p.exists() and looks_local):
+        raise ValueError(f"tokenizer {name!r} not found: not a tokenizer directory. Use 'byte', a directory with tokenizer "
+                         "files (tokenizer.json, ...) or a Hugging Face hub name")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    try:
+        return AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"tokenizer {name!r} cannot be loaded: {str(e).splitlines()[0]} Use 'byte', a directory with "
+                         "tokenizer files or a Hugging Face hub name (hub names need network access or the local cache)") from None
 
 
 def _eos_id(tokenizer) -> int:
@@ -168,26 +179,33 @@ def _eos_id(tokenizer) -> int:
 
 
 def _read_txt(path: Path) -> Iterator[str]:
-    yield path.read_text(encoding="utf-8")
+    try:
+        yield path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); convert it to UTF-8") from None
 
 
 def _read_jsonl(path: Path, text_field: str) -> Iterator[str]:
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or text_field not in obj:
-                keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-                raise ValueError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set text_field")
-            text = obj[text_field]
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
-            yield text
+    lineno = 0
+    try:
+        with path.open("r", encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+                if not isinstance(obj, dict) or text_field not in obj:
+                    keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+                    raise ValueError(f"{path}:{lineno}: no field {text_field!r} (found {keys}); set text_field")
+                text = obj[text_field]
+                if not isinstance(text, str):
+                    raise ValueError(f"{path}:{lineno}: field {text_field!r} is {type(text).__name__}, not a string")
+                yield text
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text after line {lineno} ({e.reason}); convert it to UTF-8") from None
 
 
 def _is_saved_hf_dataset(path: Path) -> bool:

@@ -30,6 +30,7 @@ normalised data).
 """
 from __future__ import annotations
 
+import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,34 +59,59 @@ class SeriesTable:
 
 
 def read_series_csv(path, date_col: str = "date") -> SeriesTable:
-    """Read an ETT-layout CSV: a header, ``date_col`` and numeric channel columns."""
+    """Read an ETT-layout CSV: a header, ``date_col`` and numeric channel columns.
+
+    Strict: every row must have exactly the header's number of fields, every channel value
+    must parse as a finite number whose magnitude fits float32 after normalisation
+    (``|x| < 1e30``); the error names the row (1-based data row, file line) and column."""
     p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{str(p)!r} is a directory, not a CSV file")
     if not p.is_file():
         raise FileNotFoundError(f"no such CSV file: {str(p)!r}")
-    with p.open("r", encoding="utf-8") as f:
-        header_line = f.readline()
-    if not header_line.strip():
+    try:
+        with p.open("r", encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{p}: not UTF-8 text (byte {e.start}); expected a CSV file") from None
+    except csv.Error as e:
+        raise ValueError(f"{p}: not a readable CSV ({e})") from None
+    if not rows or not any(h.strip() for h in rows[0]):
         raise ValueError(f"{p}: empty file (expected a header with {date_col!r} and channel columns)")
-    header = [h.strip().strip('"') for h in header_line.strip().split(",")]
+    header = [h.strip() for h in rows[0]]
     if date_col not in header:
-        raise ValueError(f"{p}: no date column {date_col!r} in header {header}")
+        raise ValueError(f"{p}: no date column {date_col!r} in header {header}; set date_col")
     if len(set(header)) != len(header):
         raise ValueError(f"{p}: duplicate column names in header {header}")
     d = header.index(date_col)
     channel_idx = [i for i in range(len(header)) if i != d]
     if not channel_idx:
         raise ValueError(f"{p}: no channel columns besides {date_col!r}")
-    try:
-        values = np.loadtxt(p, delimiter=",", skiprows=1, usecols=channel_idx, dtype=np.float64, ndmin=2, quotechar='"')
-        dates = np.loadtxt(p, delimiter=",", skiprows=1, usecols=[d], dtype=str, ndmin=1, quotechar='"')
-    except ValueError as e:
-        raise ValueError(f"{p}: {e}") from None
-    if values.shape[0] == 0:
+    body = [(n, r) for n, r in enumerate(rows[1:], 2) if r and any(x.strip() for x in r)]  # blank lines skipped
+    if not body:
         raise ValueError(f"{p}: no data rows")
-    if not np.isfinite(values).all():
-        r, c = np.argwhere(~np.isfinite(values))[0]
-        raise ValueError(f"{p}: non-finite value in column {header[channel_idx[c]]!r} at data row {r + 1}")
-    return SeriesTable(str(p), dates, [header[i] for i in channel_idx], values)
+    values = np.empty((len(body), len(channel_idx)), dtype=np.float64)
+    dates = np.empty(len(body), dtype=object)
+    for i, (line, r) in enumerate(body):
+        if len(r) != len(header):
+            raise ValueError(f"{p}: line {line} has {len(r)} fields, the header has {len(header)}; fix the row "
+                             "(a stray comma, a missing value)")
+        dates[i] = r[d].strip()
+        for j, c in enumerate(channel_idx):
+            try:
+                values[i, j] = float(r[c])
+            except ValueError:
+                raise ValueError(f"{p}: line {line}, column {header[c]!r}: {r[c]!r} is not a number") from None
+    bad = ~np.isfinite(values)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{p}: non-finite value {float(values[r, c])!r} in column {header[channel_idx[c]]!r} at line {body[r][0]}")
+    big = np.abs(values) >= 1e30
+    if big.any():
+        r, c = np.argwhere(big)[0]
+        raise ValueError(f"{p}: value {float(values[r, c])!r} in column {header[channel_idx[c]]!r} at line {body[r][0]} is too "
+                         "large (|x| >= 1e30 overflows the statistics and float32); rescale the column")
+    return SeriesTable(str(p), dates.astype(str), [header[i] for i in channel_idx], values)
 
 
 def resolve_protocol(path: str, protocol: str = "auto") -> str:

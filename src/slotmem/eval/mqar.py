@@ -3,6 +3,8 @@
 Accuracy follows the Zoology protocol (``slotmem.data.mqar.mqar_accuracy``): per example,
 the fraction of its query positions whose argmax prediction is the right value;
 averaged over examples. ``acc`` (the headline number) is the unweighted mean over slices.
+A slice whose logits hold NaN/Inf (a diverged model) reports ``acc = loss = nan``, never a
+score: the argmax of NaN logits is meaningless.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ def evaluate_mqar_slices(model, slices, batch_size: int, info=None, autocast=Non
     rows = []
     with eval_mode(obj, autocast):
         for spec, inputs, labels in slices:
-            sums = {"acc_sum": 0.0, "n_ex": 0.0, "loss_sum": 0.0, "count": 0.0}
+            sums = {"acc_sum": 0.0, "n_ex": 0.0, "loss_sum": 0.0, "count": 0.0, "nonfinite": 0.0}
             for idx, real in sharded_batches(inputs.shape[0], batch_size, info):
                 i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
                 out = obj(inputs[i].to(dev), labels[i].to(dev), per_example=True)
@@ -36,7 +38,10 @@ def evaluate_mqar_slices(model, slices, batch_size: int, info=None, autocast=Non
                 sums["n_ex"] += float(valid.sum())
                 sums["loss_sum"] += float(out["loss_sum"])
                 sums["count"] += float(out["count"])
+                sums["nonfinite"] += float(not torch.isfinite(out["loss_sum"]).item())
             s = reduce_sums(sums, info)
+            if s["nonfinite"] or not np.isfinite(s["loss_sum"]):
+                s["acc_sum"] = s["loss_sum"] = float("nan")
             rows.append({
                 "seq_len": int(spec.seq_len),
                 "num_kv_pairs": int(spec.num_kv_pairs),

@@ -237,15 +237,17 @@ def load_config_file(path) -> SlotMemConfig:
         p = p / "config.json"
     if not p.is_file():
         raise FileNotFoundError(f"no config file at {p}")
-    text = p.read_text(encoding="utf-8")
-    if p.suffix.lower() in (".yaml", ".yml"):
-        import yaml
-
-        d = yaml.safe_load(text)
-    elif p.suffix.lower() == ".json":
-        d = json.loads(text)
-    else:
+    suffix = p.suffix.lower()
+    if suffix not in (".yaml", ".yml", ".json"):
         raise ValueError(f"{p}: config files must be .yaml, .yml or .json")
+    import yaml
+
+    try:
+        text = p.read_text(encoding="utf-8")
+        d = json.loads(text) if suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        kind = "JSON" if suffix == ".json" else "YAML"
+        raise ValueError(f"{p}: not valid {kind} ({' '.join(str(e).split())})") from None
     if isinstance(d, dict) and "model" in d and isinstance(d["model"], dict) and "hidden_size" not in d:
         d = d["model"]  # a training config with a `model:` section
     try:

@@ -1,12 +1,17 @@
 """The ``train`` and ``compare`` subcommands of ``slotmem`` (registered by ``slotmem.cli``)."""
 from __future__ import annotations
 
+import os
 import sys
 
 
 def _fail(e: Exception) -> None:
+    """One ``error:`` line and the error's exit status (2 usage, 1 environment);
+    ``SLOTMEM_DEBUG=1`` re-raises with the traceback."""
+    if os.environ.get("SLOTMEM_DEBUG"):
+        raise e
     print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(getattr(e, "exit_code", 2))
 
 
 def _train(args) -> None:

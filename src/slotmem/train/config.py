@@ -366,12 +366,18 @@ def apply_overrides(data: dict, overrides, schema=None) -> dict:
 
 def read_yaml(path) -> dict:
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a directory; pass a YAML file (see configs/)")
     if not p.is_file():
         raise ConfigError(f"config file not found: {str(p)!r}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+        raise ConfigError(f"{p}: not valid YAML ({' '.join(str(e).split())})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start}); a config is a YAML text file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -413,6 +419,8 @@ def validate(cfg: Config) -> None:
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"config key 'name' must be a non-empty name without '/', got {cfg.name!r}")
     _positive("seed", cfg.seed, allow_zero=True)
+    if cfg.seed >= 2**63:
+        raise ConfigError(f"config key 'seed' must be < 2**63, got {cfg.seed}")
     m = cfg.model
     for k in ("hidden_size", "num_hidden_layers", "num_heads"):
         _positive(f"model.{k}", getattr(m, k))
@@ -437,8 +445,8 @@ def validate(cfg: Config) -> None:
         _positive(f"train.{k}", getattr(t, k), allow_zero=True)
     if t.batch_size % t.grad_accum:
         raise ConfigError(f"train.batch_size={t.batch_size} is not divisible by train.grad_accum={t.grad_accum}")
-    if t.stop_at_step is not None and not 0 < t.stop_at_step:
-        raise ConfigError(f"config key 'train.stop_at_step' must be a positive step, got {t.stop_at_step!r}")
+    if t.stop_at_step is not None and not 0 < t.stop_at_step <= t.steps:
+        raise ConfigError(f"config key 'train.stop_at_step' must be a step in 1..train.steps={t.steps}, got {t.stop_at_step!r}")
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
     if not t.resume:
@@ -482,6 +490,11 @@ def validate(cfg: Config) -> None:
         _choice("timeseries.features", ts.features, ("M", "S", "MS"))
         _choice("timeseries.protocol", ts.protocol, ("auto", "ETTh", "ETTm", "ratio"))
         _choice("timeseries.head", ts.head, ("last", "flatten"))
-        if len(ts.ratios) != 3:
-            raise ConfigError(f"config key 'timeseries.ratios' must be three fractions, got {ts.ratios!r}")
+        r = ts.ratios
+        if (len(r) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in r)
+                or abs(sum(r) - 1.0) > 1e-6):
+            raise ConfigError(f"config key 'timeseries.ratios' must be three fractions in (0, 1) summing to 1 "
+                              f"(train, val, test), got {r!r}")
+        if not ts.target:
+            raise ConfigError("config key 'timeseries.target' must name a channel column")
         _positive("timeseries.max_eval_windows", ts.max_eval_windows, allow_zero=True)

@@ -60,17 +60,37 @@ def build_backbone_config(m: ModelConfig, vocab_size: int):
         raise ConfigError(f"model section: {e}") from None
 
 
+def _check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
+    if model_vocab < data_vocab:
+        raise ConfigError(
+            f"{where} vocab_size={model_vocab} is smaller than the data's vocabulary ({data_vocab} ids: the "
+            "tokenizer's or mqar.vocab_size); token ids would fall outside the embedding. Set model.vocab_size "
+            f">= {data_vocab} or leave it unset"
+        )
+
+
 def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
+    """A causal LM for data with ``vocab_size`` ids: ``m.pretrained`` loaded (its manifest
+    checked when present) or a new model from the model section."""
     from .. import models
 
     if m.pretrained:
+        from .checkpoint import verify_manifest
+
         p = Path(m.pretrained)
-        if not p.exists():
-            raise ConfigError(f"config key 'model.pretrained': no such directory {str(p)!r}")
+        if not (p / "config.json").is_file():
+            raise ConfigError(f"config key 'model.pretrained': {str(p)!r} is not a saved model directory (no config.json)")
+        verify_manifest(p)
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(str(p))
+        try:
+            net = AutoModelForCausalLM.from_pretrained(str(p))
+        except (OSError, ValueError, KeyError) as e:
+            raise ConfigError(f"config key 'model.pretrained': cannot load {str(p)!r}: {str(e).splitlines()[0]}") from None
+        _check_vocab(net.config.vocab_size, vocab_size, f"the pretrained model's ({p})")
+        return net
     cfg = build_backbone_config(m, vocab_size)
+    _check_vocab(cfg.vocab_size, vocab_size, "config key 'model.vocab_size':")
     try:
         return models.model_for_causal_lm(cfg)
     except (TypeError, ValueError) as e:
@@ -285,8 +305,10 @@ class LMTask(Task):
                                 format=lm.format, text_field=lm.text_field, hf_split=lm.hf_split, hf_config=lm.hf_config)
         except FileNotFoundError as e:
             raise ConfigError(f"config key 'lm.source': {e}") from None
-        except ValueError as e:
+        except (ValueError, UnicodeDecodeError) as e:
             raise ConfigError(f"lm data: {e}") from None
+        except OSError as e:  # e.g. a tokenizer the hub does not have
+            raise ConfigError(f"lm data: {str(e).splitlines()[0]}") from None
         self.data = data
         self.tokenizer = data.tokenizer
         self.vocab_size = len(data.tokenizer)

@@ -8,9 +8,13 @@ DDP's gradient average equals the single-process gradient of the same global bat
 (whatever the split into processes and micro-batches, up to summation order).
 
 Outputs in ``out_dir``: ``config.yaml`` (the resolved config), ``metrics.jsonl``,
-``tensorboard/`` (if installed), ``checkpoints/step_*.pt``, ``model/`` (the final model,
-``save_pretrained`` format for LM/MQAR) and ``results.json`` (final metrics, parameter
-count, state size, timings).
+``tensorboard/`` (if installed), ``checkpoints/step_*.pt`` (+ ``.sha256``), ``model/`` (the
+final model, ``save_pretrained`` format for LM/MQAR, with ``slotmem_manifest.json``) and
+``results.json`` (final metrics, parameter count, state size, timings).
+
+A run holds an exclusive lock on ``out_dir`` (``runlock.RunLock``) from construction to
+``close()``; a second run on the same folder stops at once naming the holder's pid. Files
+are written atomically (temp + rename); temporary files of a killed run are removed at start.
 """
 from __future__ import annotations
 
@@ -29,9 +33,10 @@ import yaml
 
 from . import checkpoint as ckpt
 from .config import Config, to_dict
-from .distributed import DistInfo, all_reduce_sum, barrier, destroy, init_distributed, wrap_model
-from .errors import CheckpointError, ConfigError, NonFiniteError
+from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, destroy, init_distributed, wrap_model
+from .errors import CheckpointError, ConfigError, NonFiniteError, OutputError, SlotmemTrainError, output_error
 from .metrics import Meter, MetricsLogger
+from .runlock import RunLock
 from .sampler import BatchPlan
 from .tasks import build_task, count_parameters, state_size_per_layer
 
@@ -93,9 +98,12 @@ class Trainer:
 
     def __init__(self, cfg: Config, quiet: bool = False) -> None:
         self.info = DistInfo()
+        self.lock: RunLock | None = None
+        self.logger: MetricsLogger | None = None
         try:
             self._setup(cfg, quiet)
         except BaseException:
+            self._release()
             destroy(self.info)
             raise
 
@@ -110,6 +118,7 @@ class Trainer:
         self.info: DistInfo = init_distributed(cfg.distributed.backend, dev_type, cfg.distributed.timeout_s)
         self.device = torch.device(dev_type, self.info.local_rank) if dev_type == "cuda" else torch.device("cpu")
         self.out_dir = cfg.output_dir
+        self._lock_out_dir()
 
         # precision / compile: GPU features
         self.amp_dtype = None
@@ -163,6 +172,11 @@ class Trainer:
 
             tqdm.write(msg, file=sys.stderr)
 
+    def _notice(self, msg: str) -> None:
+        """A message that must reach the user even with ``quiet`` (stderr, main process)."""
+        if self.info.is_main:
+            print(msg, file=sys.stderr, flush=True)
+
     def warn(self, msg: str) -> None:
         if self.info.is_main:
             warnings.warn(msg, stacklevel=3)
@@ -171,6 +185,26 @@ class Trainer:
         if self.amp_dtype is None:
             return nullcontext()
         return torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+
+    def _lock_out_dir(self) -> None:
+        """Main process: lock ``out_dir`` (or fail at once) and remove a killed run's
+        temporary files; every process raises the same error when the lock is refused."""
+        err = None
+        if self.info.is_main:
+            try:
+                self.lock = RunLock(self.out_dir).acquire(notice=self._notice)
+                for p in ckpt.clean_stale_files(self.out_dir):
+                    self._notice(f"removed {p}, left by an interrupted run")
+            except SlotmemTrainError as e:
+                err = e
+        err = broadcast_object(err, self.info)
+        if err is not None:
+            raise err
+
+    def _release(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     # ------------------------------------------------------------------ state
     def _state_dicts(self):
@@ -197,13 +231,16 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "rng": ckpt.get_rng_state(), "data": self.plan.state_dict(), "meter": self.meter.state_dict(),
                 "train_time": self.train_time, "world_size": self.info.world_size, "config": to_dict(self.cfg),
+                "metrics_records": self.logger.n_records if self.logger is not None else None,
             }
             try:
+                if self.logger is not None:
+                    self.logger.sync()
                 ckpt.save_checkpoint(state, path)
-                ckpt.prune_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints)
-            except NonFiniteError as e:
+                ckpt.prune_checkpoints(self.out_dir, self.cfg.train.keep_checkpoints, protect=path)
+            except (NonFiniteError, OutputError) as e:
                 err = e
-        barrier(self.info)
+        err = broadcast_object(err, self.info)
         if err is not None:
             raise err
         return path
@@ -217,10 +254,24 @@ class Trainer:
                     "choose another out_dir, delete them, or use train.resume=auto"
                 )
             return
-        path = ckpt.latest_checkpoint(self.out_dir) if r == "auto" else Path(r)
-        if path is None:
-            return
-        state = ckpt.load_checkpoint(path)
+        if r == "auto":
+            # The main process verifies (moving corrupt checkpoints aside); the others load its pick.
+            found, err = None, None
+            if self.info.is_main:
+                try:
+                    found = ckpt.resume_candidate(self.out_dir, notice=self._notice)
+                except SlotmemTrainError as e:
+                    err = e
+            pick = broadcast_object((None if found is None else str(found[0]), err), self.info)
+            if pick[1] is not None:
+                raise pick[1]
+            if pick[0] is None:
+                return
+            path = Path(pick[0])
+            state = found[1] if found is not None else ckpt.load_checkpoint(path)
+        else:
+            path = Path(r)
+            state = ckpt.load_checkpoint(path)
         mine, theirs = to_dict(self.cfg), state["config"]
         diffs = []
         for key in _RESUME_MUST_MATCH:
@@ -248,6 +299,7 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.train_time = float(state.get("train_time", 0.0))
+        self.resume_records = state.get("metrics_records")
         self.resumed_from = path
         self.log(f"resumed from {path} at step {self.step}")
 
@@ -330,6 +382,10 @@ class Trainer:
 
     def _log_eval(self, logger, results: dict, label: str = "") -> None:
         for split, m in results.items():
+            bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+            if bad:
+                self._notice(f"warning: {label}evaluation of {split!r} at step {self.step} is not finite for {bad} "
+                             "(the model output NaN/Inf); they are reported as nan, not as a score")
             if logger is not None:
                 logger.log(self.step, split, {k: v for k, v in m.items() if isinstance(v, (int, float))})
             shown = "  ".join(f"{k} {v:.4g}" for k, v in m.items() if isinstance(v, float))
@@ -340,13 +396,14 @@ class Trainer:
         main = self.info.is_main
         logger = None
         if main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-            logger = MetricsLogger(self.out_dir, t.tensorboard,
-                                   resume_step=self.step if self.resumed_from else None, notice=self.log)
+            ckpt.atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False), "config")
+            logger = MetricsLogger(self.out_dir, t.tensorboard, resume_step=self.step if self.resumed_from else None,
+                                   notice=self.log, resume_records=getattr(self, "resume_records", None))
+        self.logger = logger
         try:
             return self._fit(logger)
         finally:
+            self.logger = None
             if logger is not None:
                 logger.close()
 
@@ -426,10 +483,7 @@ class Trainer:
         if t.save_model:
             self._export()
         if main:
-            path = self.out_dir / "results.json"
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(results, indent=2, default=float))
-            tmp.replace(path)
+            ckpt.atomic_write_text(self.out_dir / "results.json", json.dumps(results, indent=2, default=float), "results")
         return results
 
     def _replica_hashes(self) -> list[str]:
@@ -461,12 +515,17 @@ class Trainer:
             hf_logging.disable_progress_bar()
             try:
                 self.task.export(self.net, net_sd, directory)
+                ckpt.write_manifest(directory)
+            except OSError as e:
+                raise output_error(e, "the final model", directory,
+                                   "Training finished and its last checkpoint is saved.") from None
             finally:
                 if was:
                     hf_logging.enable_progress_bar()
         barrier(self.info)
 
     def close(self) -> None:
+        self._release()
         destroy(self.info)
 
 
