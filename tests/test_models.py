@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 import slotmem  # noqa: F401  (registers the Auto classes)
 from slotmem.cli import main as cli_main
+from slotmem.configs import builtin_path
 from slotmem.layers import MIXERS
 from slotmem.models import (
     LatticeConfig,
@@ -47,7 +48,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 VOCAB, HIDDEN, HEADS, LAYERS = 37, 32, 2, 2
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
+CONFIG_DIR = builtin_path("models/lattice-tiny").parent  # the built-in model configs
 ALL_MIXERS = sorted(MIXERS)
 FAMILIES = {"lattice": (LatticeConfig, LatticeForCausalLM), "trellis": (TrellisConfig, TrellisForCausalLM)}
 

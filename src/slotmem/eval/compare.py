@@ -27,10 +27,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ..configs import builtin_path
 from ..train.config import Config, apply_overrides, config_from_dict, read_yaml
 from ..train.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "compare_mqar.yaml"
+DEFAULT_CONFIG = builtin_path("compare_mqar")
 _TOP_KEYS = ("name", "base", "runs")
 _RUN_KEYS = ("label", "overrides")
 
