@@ -507,10 +507,10 @@ def test_example_configs_load(config_file):
 
 
 def test_cli_generate_streams_with_byte_tokenizer(tmp_path, capsys):
-    from slotmem.data.text import ByteTokenizer
+    from slotmem.data.text import byte_tokenizer
 
-    tok = ByteTokenizer()
-    config = LatticeConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_heads=2,
+    tok = byte_tokenizer()
+    config = LatticeConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_heads=2,
                            mixer_kwargs={"num_slots": 8, "chunk_size": 4}, eos_token_id=tok.eos_token_id,
                            pad_token_id=tok.pad_token_id)
     LatticeForCausalLM(config).save_pretrained(tmp_path / "no_tok")  # no tokenizer: byte fallback

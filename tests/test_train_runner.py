@@ -175,7 +175,7 @@ def test_lm_task_on_generated_text(tmp_path, fmt):
     assert [r["beyond_training"] for r in rows] == [False, False, True]
     assert all(r["nll"] is not None and math.isfinite(r["nll"]) for r in rows)
     saved = tmp_path / "lm" / "model"
-    assert (saved / "config.json").is_file() and (saved / "slotmem_tokenizer.json").is_file()
+    assert (saved / "config.json").is_file() and (saved / "tokenizer.json").is_file()
     # The saved model reloads through the Auto classes and scores the same text identically.
     from transformers import AutoModelForCausalLM
 

@@ -43,11 +43,14 @@ def model_config_dict(m: ModelConfig, vocab_size: int) -> dict:
     return d
 
 
-def build_backbone_config(m: ModelConfig, vocab_size: int):
-    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section."""
+def build_backbone_config(m: ModelConfig, vocab_size: int, special_ids: dict | None = None):
+    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section.
+    ``special_ids``: ``bos/eos/pad_token_id`` of the tokenizer (``model.extra`` may override them)."""
     from ..models import configuration_slotmem as cs
 
     d = model_config_dict(m, vocab_size)
+    for k, v in (special_ids or {}).items():
+        d.setdefault(k, v)
     # Token ids outside a small vocabulary (MQAR, time series) are not special tokens.
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if k not in d:
@@ -60,7 +63,7 @@ def build_backbone_config(m: ModelConfig, vocab_size: int):
         raise ConfigError(f"model section: {e}") from None
 
 
-def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
+def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = None) -> nn.Module:
     from .. import models
 
     if m.pretrained:
@@ -70,7 +73,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(str(p))
-    cfg = build_backbone_config(m, vocab_size)
+    cfg = build_backbone_config(m, vocab_size, special_ids)
     try:
         return models.model_for_causal_lm(cfg)
     except (TypeError, ValueError) as e:
@@ -276,7 +279,7 @@ class LMTask(Task):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        from ..data import load_lm_data
+        from ..data import is_byte_tokenizer, load_lm_data
 
         lm = cfg.lm
         _check_sources(lm.source, lm.format)
@@ -293,7 +296,7 @@ class LMTask(Task):
         self.windows = _windows(data.train)
         self.groups = [self.windows]
         self.group_names = [f"lm.source ({data.train_tokens.numel()} train tokens, seq_len={lm.seq_len})"]
-        self.is_bytes = type(self.tokenizer).__name__ == "ByteTokenizer"
+        self.is_bytes = is_byte_tokenizer(self.tokenizer)
 
     @property
     def group_sizes(self):
@@ -310,7 +313,9 @@ class LMTask(Task):
         return batch["input_ids"].numel()
 
     def build_net(self):
-        return build_causal_lm(self.cfg.model, self.vocab_size)
+        from ..data import special_token_ids
+
+        return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
 
     def objective(self, net):
         return TokenObjective(net)
