@@ -179,14 +179,14 @@ def test_lm_task_on_generated_text(tmp_path, fmt):
     # The saved model reloads through the Auto classes and scores the same text identically.
     from transformers import AutoModelForCausalLM
 
-    from slotmem.eval.perplexity import main as ppl_main
+    from slotmem.cli import main as cli_main
 
     model = AutoModelForCausalLM.from_pretrained(str(saved))
     assert type(model).__name__ == "TrellisForCausalLM"
-    out = tmp_path / "ppl.json"
-    ppl_main([str(saved), str(src), "--text-field", "body", "--lengths", "32", "64", "--max-tokens", "1024",
-              "--val-fraction", "0.2", "--train-len", "32", "--json", str(out)])
-    again = json.loads(out.read_text())
+    out = tmp_path / "ppl"
+    cli_main(["eval", "perplexity", str(saved), str(src), "--text-field", "body", "--lengths", "32", "64",
+              "--max-tokens", "1024", "--val-fraction", "0.2", "--train-len", "32", "--out", str(out), "--no-progress"])
+    again = json.loads((out / "results.json").read_text())["rows"]
     assert again[0]["nll"] == pytest.approx(rows[1]["nll"], rel=1e-5)
     assert again[1]["nll"] == pytest.approx(rows[2]["nll"], rel=1e-5)
 
