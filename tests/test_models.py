@@ -33,10 +33,16 @@ from slotmem.models import (
     load_config_file,
     model_for_causal_lm,
 )
+from slotmem.models import CACHE_NAME
 
 from .conftest import max_err
 
 hf_logging.disable_progress_bar()
+
+
+def cache_of(out):
+    """The generation cache of a model / generate output, under the installed transformers' name."""
+    return getattr(out, CACHE_NAME)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -173,7 +179,7 @@ def test_one_backward_step_every_mixer(mixer):
     model = tiny_model(mixer, chunk_size=4).train()
     ids = torch.randint(0, VOCAB, (2, 9))
     out = model(ids, labels=ids)
-    assert out.past_key_values is None  # no cache while training
+    assert cache_of(out) is None  # no cache while training
     assert out.logits.shape == (2, 9, VOCAB) and torch.isfinite(out.loss)
     assert abs(out.loss.item() - math.log(VOCAB)) < 1.0  # near-uniform at init
     out.loss.backward()
@@ -194,9 +200,9 @@ def test_prefill_then_decode_equals_full_forward_and_cache_is_constant(mixer):
     with torch.no_grad():
         full = model(ids).logits
         out = model(ids[:, :5], use_cache=True)
-        cache, steps, sizes = out.past_key_values, [out.logits], [out.past_key_values.nbytes()]
+        cache, steps, sizes = cache_of(out), [out.logits], [cache_of(out).nbytes()]
         for t in range(5, 10):
-            o = model(ids[:, t:t + 1], past_key_values=cache, use_cache=True)
+            o = model(ids[:, t:t + 1], **{CACHE_NAME: cache}, use_cache=True)
             steps.append(o.logits)
             sizes.append(cache.nbytes())
     assert max_err(full, torch.cat(steps, 1)) < 1e-4
@@ -342,7 +348,7 @@ def test_generate_greedy_with_cache_equals_without_cache(family):
     ids = torch.randint(0, VOCAB, (1, 4))
     seq_c, logits_c, out = greedy(model, ids, 6)
     seq_n, logits_n, _ = greedy(model, ids, 6, use_cache=False)
-    assert isinstance(out.past_key_values, RecurrentCache)
+    assert isinstance(cache_of(out), RecurrentCache)
     assert torch.equal(seq_c, seq_n)
     assert max_err(logits_c, logits_n) < 1e-4
 
@@ -351,8 +357,8 @@ def test_generate_greedy_with_cache_equals_without_cache(family):
 def test_generate_cache_memory_does_not_grow(family):
     model = tiny_model(family, chunk_size=4)
     ids = torch.randint(0, VOCAB, (2, 5))
-    short = greedy(model, ids, 2)[2].past_key_values
-    long = greedy(model, ids, 24)[2].past_key_values
+    short = cache_of(greedy(model, ids, 2)[2])
+    long = cache_of(greedy(model, ids, 24)[2])
     assert short.get_seq_length() == 6 and long.get_seq_length() == 28
     assert short.nbytes() == long.nbytes() > 0
     assert short.layer_nbytes() == long.layer_nbytes()
@@ -376,7 +382,7 @@ def test_chunked_prefill_and_inputs_embeds_generate_like_plain_generate():
     seq, logits, _ = greedy(model, ids, 4)
     seq_c, logits_c, out = greedy(model, ids, 4, prefill_chunk_size=4)  # transformers feeds 4 + 4 + 3 tokens
     assert torch.equal(seq, seq_c) and max_err(logits, logits_c) < 1e-5
-    assert out.past_key_values.get_seq_length() == 14
+    assert cache_of(out).get_seq_length() == 14
     seq_e, logits_e, _ = greedy(model, None, 4, inputs_embeds=model.get_input_embeddings()(ids))
     assert torch.equal(seq_e, seq[:, 11:]) and max_err(logits, logits_e) < 1e-5
 
@@ -409,12 +415,27 @@ def test_generation_refuses_foreign_caches_and_rollback():
     with pytest.raises(ValueError, match="cache_implementation"):
         model.generate(ids, max_new_tokens=2, cache_implementation="static", pad_token_id=0)
     cache = RecurrentCache()
-    model.generate(ids, max_new_tokens=3, past_key_values=cache, pad_token_id=0)
+    model.generate(ids, max_new_tokens=3, pad_token_id=0, **{CACHE_NAME: cache})
     assert cache.get_seq_length() == 6  # a user cache is filled in place
     with pytest.raises(NotImplementedError):
         cache.crop(2)
     with pytest.raises(TypeError, match="unexpected keyword"):
         model(ids, foo=1)
+
+
+def test_forward_takes_the_cache_under_each_transformers_name():
+    """transformers 5.2x renamed the generation cache ``cache`` (``past_key_values`` / ``cache_params``
+    deprecated); forward takes any one of the three and returns it under the installed name."""
+    model = tiny_model("lattice").eval()
+    ids = torch.randint(0, VOCAB, (2, 6))
+    whole = model(ids).logits
+    for name in ("cache", "past_key_values", "cache_params"):
+        cache = cache_of(model(ids[:, :4], use_cache=True))
+        out = model(ids[:, 4:], use_cache=True, **{name: cache})
+        assert cache_of(out) is cache and cache.get_seq_length() == 6
+        assert max_err(out.logits, whole[:, 4:]) < 1e-5
+    with pytest.raises(ValueError, match="several names"):
+        model(ids, cache=RecurrentCache(), past_key_values=RecurrentCache())
 
 
 # --------------------------------------------------------------------------- chunk form vs exact decode
@@ -434,9 +455,9 @@ def test_chunked_prefill_and_decode_reproduce_the_chunk_forward(family):
     with torch.no_grad():
         full = model(ids, attention_mask=mask).logits
         out = model(ids[:, :P], attention_mask=mask[:, :P], use_cache=True)
-        cache, steps = out.past_key_values, [out.logits]
+        cache, steps = cache_of(out), [out.logits]
         for t in range(P, T):
-            steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], past_key_values=cache, use_cache=True).logits)
+            steps.append(model(ids[:, t:t + 1], attention_mask=mask[:, :t + 1], **{CACHE_NAME: cache}, use_cache=True).logits)
     dec = torch.cat(steps, 1)
     valid = mask.bool()
     assert max_err(full[valid], dec[valid]) < 1e-8

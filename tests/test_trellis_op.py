@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, fused_recurrent_trellis, naive_trellis, write_grad
-from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES
+from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES, activation
 
 F64 = torch.float64
 EPS = TrellisKnobs().eps
@@ -50,12 +50,27 @@ def max_err(a, b):
 
 # --- closed-form VJPs -------------------------------------------------------------------------
 
-PHI_FNS = {  # independent forward definitions of phi (torch's own layer_norm)
+PHI_FNS = {  # independent forward definitions of phi (torch's own layer_norm); normalise AFTER SiLU
     "identity": lambda x: x,
     "silu": F.silu,
-    "ln_silu": lambda x: F.silu(F.layer_norm(x, x.shape[-1:], eps=EPS)),
-    "l2_silu": lambda x: F.silu(x * torch.rsqrt(x.pow(2).sum(-1, keepdim=True) + EPS)),
+    "ln_silu": lambda x: F.layer_norm(F.silu(x), x.shape[-1:], eps=EPS),
+    "l2_silu": lambda x: F.silu(x) * torch.rsqrt(F.silu(x).pow(2).sum(-1, keepdim=True) + EPS),
 }
+
+
+@pytest.mark.parametrize("name", ["silu", "ln_silu", "l2_silu"])
+def test_maps_normalise_after_silu(name):
+    """The spec's definitions: ``ln_silu = LN(SiLU(z))``, ``l2_silu = SiLU(z)/sqrt(‖SiLU(z)‖² + eps)``;
+    the normalised maps have zero mean / unit variance or unit norm whatever SiLU's output."""
+    z = torch.randn(4, 9, dtype=F64) * 3
+    y = activation(z, name, EPS)
+    torch.testing.assert_close(y, PHI_FNS[name](z), rtol=0, atol=1e-13)
+    if name == "ln_silu":
+        torch.testing.assert_close(y.mean(-1), torch.zeros(4, dtype=F64), rtol=0, atol=1e-12)
+        torch.testing.assert_close(y.var(-1, unbiased=False), torch.ones(4, dtype=F64), rtol=0, atol=1e-3)  # var/(var+eps)
+    if name == "l2_silu":
+        torch.testing.assert_close(y.norm(dim=-1), torch.ones(4, dtype=F64), rtol=0, atol=1e-5)
+        assert (y > -0.3).all()  # a normalised SiLU output, not the SiLU of a normalised input
 
 
 @pytest.mark.parametrize("phi", PHIS)
@@ -317,7 +332,14 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="beta must have 3 dims"):
         chunk_trellis(*a[:4], a[4][..., None], a[5])
     with pytest.raises(TypeError, match="share one dtype"):
-        chunk_trellis(*a[:5], a[5].float())
+        chunk_trellis(*a[:3], a[3].float(), *a[4:])
+    with pytest.raises(TypeError, match=r"gamma must be in the inputs' dtype \(torch.float64\) or float32"):
+        chunk_trellis(*a[:5], a[5].half())
+    for bad in (0.0, 1.5, float("nan")):
+        beta = a[4].clone()
+        beta[0, 1, 0] = bad
+        with pytest.raises(ValueError, match=r"beta must lie in \(0, 1\]"):
+            chunk_trellis(*a[:4], beta, a[5])
     with pytest.raises(TypeError, match="floating-point"):
         chunk_trellis(a[0].long(), *a[1:])
     with pytest.raises(TypeError, match="must be a torch.Tensor"):

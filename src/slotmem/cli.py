@@ -155,6 +155,7 @@ def _generate(args) -> None:
     from transformers import TextStreamer
 
     from .eval.cli import load_model_and_tokenizer
+    from .models import CACHE_NAME
 
     prompt = _read_prompt(args)
     model, tok = load_model_and_tokenizer(args.model, args.device, args.tokenizer, "slotmem generate")
@@ -173,8 +174,8 @@ def _generate(args) -> None:
     if streamer is None:
         print(tok.decode(out.sequences[0], skip_special_tokens=True))
     n_new = out.sequences.shape[1] - input_ids.shape[1]
-    cache = out.past_key_values
-    cache_bytes = cache.nbytes() if cache is not None and hasattr(cache, "nbytes") else 0
+    cache = getattr(out, CACHE_NAME, None)
+    cache_bytes = cache.nbytes() if cache is not None else 0
     print(f"[{n_new} new tokens in {dt:.2f}s ({n_new / max(dt, 1e-9):.1f} tok/s); decode cache {cache_bytes:,} bytes; "
           f"state {model.state_size(out.sequences.shape[1]):,} floats]", file=sys.stderr)
 

@@ -10,7 +10,8 @@ from ..modules import ShortConvolution
 from ..ops.lattice import LatticeKnobs, chunk_lattice
 from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
 from .registry import register_mixer
-from .common import CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, resolve_heads
+from .common import (CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, gate_logits,
+                     resolve_heads, unit_rows)
 
 
 @register_mixer("lattice")
@@ -47,7 +48,7 @@ class LatticeAttention(SlotMemoryLayer):
         self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
         self.o_norm = nn.RMSNorm(d, eps=norm_eps)
         self.o_proj = nn.Linear(H * d, hidden_size, bias=False)
-        s0 = _unit_slots(H, m, d)
+        s0 = unit_rows(H, m, d)
         if learn_initial_state:
             self.initial_state = nn.Parameter(s0)
         else:
@@ -65,7 +66,7 @@ class LatticeAttention(SlotMemoryLayer):
         q = code_activation(rearrange(q, "b t (h m) -> b t h m", h=H), self.code_act)
         k = code_activation(rearrange(k, "b t (h m) -> b t h m", h=H), self.code_act)
         v = F.silu(rearrange(v, "b t (h d) -> b t h d", h=H))
-        eta = self.eta_max * torch.sigmoid(self.eta_proj(x))
+        eta = self.eta_max * torch.sigmoid(gate_logits(self.eta_proj, x))  # float32 under autocast
         eta = rearrange(eta, "b t (h m) -> b t h m", h=H) if self.eta_mode == "slot" else eta
         s0 = resume_state(state, self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d), use_cache)
         o, final = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
@@ -80,11 +81,3 @@ def _known_knobs(knobs: dict) -> dict:
     if unknown:
         raise TypeError(f"LatticeAttention got unknown argument(s): {sorted(unknown)}")
     return knobs
-
-
-def _unit_slots(H: int, m: int, d: int) -> torch.Tensor:
-    """[H, m, d] slots: orthonormal rows (QR) when m <= d, unit random rows otherwise."""
-    g = torch.randn(H, d, m)
-    if m <= d:
-        return torch.linalg.qr(g).Q.transpose(-1, -2).contiguous()
-    return F.normalize(g.transpose(-1, -2), dim=-1).contiguous()

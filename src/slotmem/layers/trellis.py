@@ -11,7 +11,7 @@ from einops import rearrange
 from ..modules import ShortConvolution
 from ..ops.trellis import TrellisKnobs, chunk_trellis
 from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
-from .common import check_choice, check_positive_float, check_positive_int, resolve_heads
+from .common import check_choice, check_positive_float, check_positive_int, gate_logits, resolve_heads, unit_rows
 from .registry import register_mixer
 
 
@@ -20,10 +20,11 @@ class TrellisAttention(SlotMemoryLayer):
     """Token mixer: x [B, T, hidden] -> [B, T, hidden].
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
-    q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``β = sigmoid(W_β x + b)`` with ``b``
-    drawn so β starts in ``beta_init`` (default 0.9–0.99), inner step ``γ = softplus(W_γ x + b)``
+    q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
+    drawn so β starts in ``beta_init``, inner step ``γ = softplus(W_γ x + b)``
     (initialised near ``1/head_dim``, the stable scale for ``‖k‖² ≈ head_dim``) or
-    ``gamma_max · sigmoid(...)``; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
+    ``gamma_max · sigmoid(...)`` (gates in float32 even under autocast); initial memories ``M_0``
+    learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
     output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
     Op knobs (phi, f, psi, value_objective, outer_grad) pass through to ``chunk_trellis``.
     """
@@ -60,12 +61,11 @@ class TrellisAttention(SlotMemoryLayer):
             gamma0 = min(1.0 / d, 0.5 * self.gamma_max)
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
-        init = torch.zeros(H, m, d)
-        if learn_initial_state:
-            self.initial_key_state, self.initial_value_state = nn.Parameter(init.clone()), nn.Parameter(init.clone())
-        else:
-            self.register_buffer("initial_key_state", init.clone())
-            self.register_buffer("initial_value_state", init.clone())
+        if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
+            self.initial_key_state, self.initial_value_state = nn.Parameter(unit_rows(H, m, d)), nn.Parameter(unit_rows(H, m, d))
+        else:  # M_0 = 0
+            self.register_buffer("initial_key_state", torch.zeros(H, m, d))
+            self.register_buffer("initial_value_state", torch.zeros(H, m, d))
 
     def state_size(self, seq_len: int = 0) -> int:
         """Recurrent state floats per sequence: ``H·m·(dk+dv)`` (conv cache excluded)."""
@@ -79,8 +79,10 @@ class TrellisAttention(SlotMemoryLayer):
         if self.qk_l2norm:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         alpha = rearrange(self.alpha_proj(x), "b t (h m) -> b t h m", h=H)
-        beta = torch.sigmoid(self.beta_proj(x))
-        g = self.gamma_proj(x)
+        # gates in float32 (autocast off); log beta = logsigmoid(.), floored at float32's smallest normal
+        # number so that log beta stays finite (beta = 1e-38 and beta = 0 both forget everything)
+        beta = F.logsigmoid(gate_logits(self.beta_proj, x)).exp().clamp_min(torch.finfo(torch.float32).tiny)
+        g = gate_logits(self.gamma_proj, x)
         gamma = F.softplus(g) if self.gamma_mode == "softplus" else self.gamma_max * torch.sigmoid(g)
         n = num_sequences(x, cu_seqlens)
         fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))

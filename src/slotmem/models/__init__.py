@@ -17,6 +17,7 @@ from .configuration_slotmem import (
     load_config_file,
 )
 from .modeling_slotmem import (
+    CACHE_NAME,
     MODEL_CLASSES,
     LatticeForCausalLM,
     LatticeModel,
@@ -40,5 +41,5 @@ __all__ = [
     "SlotMemPreTrainedModel", "SlotMemModel", "SlotMemForCausalLM", "SlotMemBlock",
     "LatticeModel", "LatticeForCausalLM", "TrellisModel", "TrellisForCausalLM",
     "RecurrentCache", "config_from_dict", "load_config_file", "model_for_causal_lm",
-    "default_intermediate_size", "causal_lm_loss",
+    "default_intermediate_size", "causal_lm_loss", "CACHE_NAME",
 ]

@@ -8,6 +8,10 @@ same classes bound to their configs (and ``model_type``) so the Auto classes can
 
 Generation (transformers 5.x ``GenerationMixin``):
 
+* The cache travels under the name the installed transformers uses (``CACHE_NAME``: ``cache`` from
+  transformers 5.2x on, which deprecates ``past_key_values`` / ``cache_params`` for removal in 6.0;
+  ``past_key_values`` before). ``forward`` accepts any of the three names (one at a time) and returns
+  the cache in the output field of that name.
 * ``_prepare_cache_for_generation`` puts a fresh ``RecurrentCache`` in the model kwargs (never a
   ``DynamicCache``); a cache passed by the user must be a ``RecurrentCache``.
 * ``prepare_inputs_for_generation`` feeds only the tokens the cache has not seen (the last one
@@ -41,6 +45,10 @@ from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig, 
 # transformers >= 5 tells prepare_inputs_for_generation how many trailing tokens to feed
 # (``next_sequence_length``; None = all, e.g. one chunk of a chunked prefill).
 _HF_SLICES_INPUTS = "next_sequence_length" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
+# The generation cache's name in model inputs and outputs: ``cache`` in transformers >= 5.2x
+# (``past_key_values`` / ``cache_params`` deprecated there), ``past_key_values`` before.
+CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+_CACHE_ALIASES = ("cache", "past_key_values", "cache_params")
 # Keyword arguments the HF stack may send to forward() and that these models do not need.
 _IGNORED_FORWARD_KWARGS = frozenset({"position_ids", "cache_position", "token_type_ids", "num_items_in_batch", "output_attentions"})
 
@@ -161,6 +169,22 @@ def _get_tensor(module: nn.Module, name: str):
             return None
 
 
+def take_cache(kwargs: dict, **named):
+    """The generation cache, popped from ``kwargs`` or taken from ``named`` (a forward's own parameters)
+    under any of its names (``cache``, ``past_key_values``, ``cache_params``; at most one may be set),
+    checked to be a ``RecurrentCache``."""
+    given = {name: kwargs.pop(name) for name in _CACHE_ALIASES if name in kwargs}
+    given.update(named)
+    given = {name: value for name, value in given.items() if value is not None}
+    if len(given) > 1:
+        raise ValueError(f"the cache was passed under several names {sorted(given)}; pass it once, as {CACHE_NAME!r}")
+    cache = next(iter(given.values()), None)
+    if cache is not None and not isinstance(cache, RecurrentCache):
+        raise TypeError(f"the cache must be a slotmem RecurrentCache, got {type(cache).__name__} "
+                        "(these models keep per-layer recurrent state, not a key/value cache)")
+    return cache
+
+
 def _check_forward_kwargs(kwargs: dict) -> None:
     unknown = sorted(set(kwargs) - _IGNORED_FORWARD_KWARGS)
     if unknown:
@@ -187,11 +211,13 @@ class SlotMemModel(SlotMemPreTrainedModel):
     def set_input_embeddings(self, value):
         self.embed_tokens = value
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, past_key_values=None, use_cache=None,
-                output_hidden_states=None, return_dict=None, cu_seqlens=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, past_key_values=None,
+                use_cache=None, output_hidden_states=None, return_dict=None, cu_seqlens=None, **kwargs):
         """input_ids [B, T] (or inputs_embeds [B, T, hidden]); attention_mask [B, T_past + T] (1 = token,
-        0 = padding, any side) or ``cu_seqlens`` [N + 1] for packed sequences (B = 1); past_key_values:
-        a ``RecurrentCache`` (created when ``use_cache`` and None)."""
+        0 = padding, any side) or ``cu_seqlens`` [N + 1] for packed sequences (B = 1); ``cache`` (or
+        ``past_key_values`` / ``cache_params``): a ``RecurrentCache`` (created when ``use_cache`` and None).
+        The output carries it in the field ``CACHE_NAME``."""
+        past_key_values = take_cache(kwargs, cache=cache, past_key_values=past_key_values)
         _check_forward_kwargs(kwargs)
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -205,9 +231,6 @@ class SlotMemModel(SlotMemPreTrainedModel):
             use_cache = self.config.use_cache and not self.training
         return_dict = self.config.return_dict if return_dict is None else return_dict
         output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
-        if past_key_values is not None and not isinstance(past_key_values, RecurrentCache):
-            raise TypeError(f"past_key_values must be a slotmem RecurrentCache, got {type(past_key_values).__name__} "
-                            "(these models keep per-layer recurrent state, not a key/value cache)")
         if use_cache and past_key_values is None:
             past_key_values = RecurrentCache()
         if attention_mask is not None:
@@ -232,7 +255,7 @@ class SlotMemModel(SlotMemPreTrainedModel):
         cache = past_key_values if use_cache else None
         if not return_dict:
             return tuple(v for v in (hidden_states, cache, all_hidden) if v is not None)
-        return BaseModelOutputWithPast(last_hidden_state=hidden_states, past_key_values=cache, hidden_states=all_hidden)
+        return BaseModelOutputWithPast(last_hidden_state=hidden_states, hidden_states=all_hidden, **{CACHE_NAME: cache})
 
 
 class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
@@ -259,16 +282,16 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, new_embeddings):
         self.lm_head = new_embeddings
 
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, past_key_values=None, labels=None,
-                use_cache=None, output_hidden_states=None, return_dict=None, logits_to_keep=0, cu_seqlens=None, **kwargs):
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, cache=None, past_key_values=None,
+                labels=None, use_cache=None, output_hidden_states=None, return_dict=None, logits_to_keep=0, cu_seqlens=None, **kwargs):
         """Returns ``CausalLMOutputWithPast``; ``logits_to_keep=k > 0`` computes only the last ``k`` positions'
         logits (generation uses 1). With ``cu_seqlens``, labels are not shifted across sequence boundaries."""
         num_items = kwargs.get("num_items_in_batch")
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                         past_key_values=past_key_values, use_cache=use_cache, output_hidden_states=output_hidden_states,
-                         return_dict=True, cu_seqlens=cu_seqlens, **kwargs)
-        hidden_states = out.last_hidden_state
+                         cache=take_cache(kwargs, cache=cache, past_key_values=past_key_values), use_cache=use_cache,
+                         output_hidden_states=output_hidden_states, return_dict=True, cu_seqlens=cu_seqlens, **kwargs)
+        hidden_states, cache = out.last_hidden_state, getattr(out, CACHE_NAME)
         if isinstance(logits_to_keep, int):
             if logits_to_keep < 0:
                 raise ValueError(f"logits_to_keep must be >= 0, got {logits_to_keep}")
@@ -282,10 +305,9 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
                 raise ValueError("labels need the logits of every position: leave logits_to_keep=0")
             loss = causal_lm_loss(logits, labels, cu_seqlens=cu_seqlens, num_items_in_batch=num_items)
         if not return_dict:
-            rest = tuple(v for v in (out.past_key_values, out.hidden_states) if v is not None)
+            rest = tuple(v for v in (cache, out.hidden_states) if v is not None)
             return ((loss,) if loss is not None else ()) + (logits,) + rest
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=out.past_key_values,
-                                      hidden_states=out.hidden_states)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=out.hidden_states, **{CACHE_NAME: cache})
 
     # ------------------------------------------------------------------ generation
     @classmethod
@@ -295,24 +317,25 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
     def _prepare_cache_for_generation(self, generation_config, model_kwargs, *args, **kwargs):
         """Put a fresh ``RecurrentCache`` in ``model_kwargs`` (unless the caller passed one or
         ``use_cache=False``); transformers' key/value cache implementations are refused."""
-        cache = model_kwargs.get("past_key_values")
+        cache = take_cache(model_kwargs)
         if cache is not None:
-            if not isinstance(cache, RecurrentCache):
-                raise TypeError(f"past_key_values must be a slotmem RecurrentCache, got {type(cache).__name__}")
             cache._is_user_defined = True
+            model_kwargs[CACHE_NAME] = cache
             return
         if generation_config.use_cache is False:
             return
         if getattr(generation_config, "cache_implementation", None) is not None:
             raise ValueError(f"cache_implementation={generation_config.cache_implementation!r} is not supported: "
                              "these models decode with a constant-size RecurrentCache")
-        model_kwargs["past_key_values"] = RecurrentCache()
+        model_kwargs[CACHE_NAME] = RecurrentCache()
 
-    def prepare_inputs_for_generation(self, input_ids, past_key_values=None, attention_mask=None, inputs_embeds=None,
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, inputs_embeds=None,
                                       next_sequence_length=None, is_first_iteration=False, use_cache=True, **kwargs):
         """Feed only the tokens the cache has not seen: the last ``next_sequence_length`` tokens as
         transformers 5 computes them (the prompt at the prefill, 1 token after it; None = all, e.g.
-        one chunk of a chunked prefill); with transformers 4, ``T - cache.get_seq_length()``."""
+        one chunk of a chunked prefill); with transformers 4, ``T - cache.get_seq_length()``. The cache
+        comes under any of its names and goes to ``forward`` as ``CACHE_NAME``."""
+        past_key_values = take_cache(kwargs)
         seen = past_key_values.get_seq_length() if past_key_values is not None else 0
         n = next_sequence_length
         if not _HF_SLICES_INPUTS and n is None and seen and input_ids is not None and input_ids.shape[1] > seen:
@@ -322,7 +345,7 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
         else:
             model_inputs = {"input_ids": input_ids if n is None else input_ids[:, input_ids.shape[1] - n:]}
         if past_key_values is not None:
-            model_inputs["past_key_values"] = past_key_values
+            model_inputs[CACHE_NAME] = past_key_values
         if attention_mask is not None:
             model_inputs["attention_mask"] = attention_mask
         model_inputs["use_cache"] = use_cache

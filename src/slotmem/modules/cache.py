@@ -24,6 +24,14 @@ class RecurrentCache:
     is_compileable = False  # read by GenerationMixin (auto-compile, 4D-mask creation)
     is_croppable = False  # a recurrent state cannot be rolled back (no assisted / deferred-stop decoding)
 
+    @property
+    def is_linear(self) -> list[bool]:
+        """Read by ``GenerationMixin`` (transformers >= 5.24): for a cache whose layers are not all
+        "linear", the prefill feeds only the tokens after ``get_seq_length()``. That is what this cache
+        needs (it counts the tokens its states have absorbed, and a user may pass a filled one), so every
+        layer reports False."""
+        return [False] * len(self.states)
+
     def __init__(self):
         self.states: dict[int, dict[str, Any]] = {}
         self.seen_tokens = 0

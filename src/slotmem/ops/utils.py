@@ -128,6 +128,14 @@ def check_tensor(name: str, x: torch.Tensor, ndim: int) -> None:
         raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
 
+def check_gate_dtype(dtype: torch.dtype, **gates: torch.Tensor) -> None:
+    """Gates (forget gates, step sizes) come in the inputs' ``dtype`` or in float32: under bf16/fp16
+    autocast the layers compute them in float32 (0.999 would round to 1.0 in bf16)."""
+    for name, g in gates.items():
+        if g.dtype not in (dtype, torch.float32):
+            raise TypeError(f"{name} must be in the inputs' dtype ({dtype}) or float32, got {g.dtype}")
+
+
 def check_same(names: Sequence[str], sizes: Sequence[int], what: str) -> None:
     if len(set(sizes)) != 1:
         detail = ", ".join(f"{n}={s}" for n, s in zip(names, sizes))

@@ -56,10 +56,13 @@ def _compare(args) -> None:
         _fail(e)
 
 
-def _builtins(prefix: str = "", exclude: str | None = None) -> str:
+_COMPARISONS = ("compare_", "ablations/")  # built-in comparison files (the others are training / model configs)
+
+
+def _builtins(comparisons: bool) -> str:
     from ..configs import builtin_names
 
-    return ", ".join(n for n in builtin_names() if n.startswith(prefix) and not (exclude and n.startswith(exclude)))
+    return ", ".join(n for n in builtin_names() if n.startswith(_COMPARISONS) == comparisons)
 
 
 def add_train_parser(sub) -> None:
@@ -69,7 +72,7 @@ def add_train_parser(sub) -> None:
         description="Train from a YAML config; dotted key=value overrides follow the file "
                     "(e.g. optim.lr=3e-3 train.steps=500). Multi-process: torchrun --nproc_per_node N "
                     "-m slotmem.cli train CONFIG.",
-        epilog=f"built-in configs (CONFIG may name one): {_builtins(exclude='compare_')}",
+        epilog=f"built-in configs (CONFIG may name one): {_builtins(comparisons=False)}",
     )
     p.add_argument("config", help="a YAML config file, or the name of a built-in config (e.g. mqar_lattice)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, values parsed as YAML")
@@ -82,7 +85,7 @@ def add_compare_parser(sub) -> None:
         help="MQAR comparison of Lattice, Trellis, Gated DeltaNet and Transformer++ (table, plot, JSON)",
         description="Train every model of a comparison config on the same MQAR data and report accuracy per "
                     "(T, kv) test slice against state size. Default: the built-in compare_mqar config.",
-        epilog=f"built-in comparison configs: {_builtins('compare_')}",
+        epilog=f"built-in comparison configs: {_builtins(comparisons=True)}",
     )
     p.add_argument("config", nargs="?", default=None,
                    help="comparison YAML file or built-in name (default: the built-in compare_mqar)")

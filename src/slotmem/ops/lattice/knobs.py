@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils import check_choice, check_no_extra, check_tensor
+from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
 
 OBJECTIVES = ("reconstruct", "similarity")
 SLOT_RENORMS = ("none", "step", "chunk")
@@ -61,9 +61,10 @@ def check_inputs(q, k, v, eta, initial_state, packed: bool = False) -> None:
         raise ValueError(f"v must be [B, T, H, d] with B, T, H of q {tuple(q.shape[:3])}, got {tuple(v.shape)}")
     if eta.shape[:3] != q.shape[:3] or (eta.dim() == 4 and eta.shape[3] != m):
         raise ValueError(f"eta must be [B, T, H] (per head) or [B, T, H, m] (per slot), got {tuple(eta.shape)} for q {tuple(q.shape)}")
-    dtypes = {x.dtype for x in (q, k, v, eta)}
+    dtypes = {x.dtype for x in (q, k, v)}
     if len(dtypes) != 1:
-        raise TypeError(f"q, k, v, eta must share one dtype, got {sorted(str(d) for d in dtypes)}")
+        raise TypeError(f"q, k, v must share one dtype, got {sorted(str(d) for d in dtypes)}")
+    check_gate_dtype(q.dtype, eta=eta)
     if initial_state is not None:
         d = v.shape[-1]
         if not isinstance(initial_state, torch.Tensor) or initial_state.dim() != 4:

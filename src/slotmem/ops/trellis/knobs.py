@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_choice, check_no_extra, check_tensor
+from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
 
 PHIS = ("identity", "silu", "ln_silu", "l2_silu")
 FS = ("ln_silu", "l2_silu", "softmax", "identity")
@@ -60,13 +60,24 @@ def _normalise(x: torch.Tensor, kind: str, eps: float):
     return x / s, s
 
 
+def _normalise_vjp(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, kind: str) -> torch.Tensor:
+    """``J_Nᵀ g`` of the normalisation ``y = x̃ / s`` (see ``_normalise``) over the last axis."""
+    if kind == "ln_silu":
+        return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / s
+    return (g - y * (g * y).sum(-1, keepdim=True)) / s
+
+
 def activation(x: torch.Tensor, name: str, eps: float) -> torch.Tensor:
-    """Apply a map named by ``f`` or ``psi`` over the last axis."""
+    """Apply a map named by ``phi``, ``f`` or ``psi`` over the last axis. The normalised maps
+    normalise AFTER the SiLU (spec, "Nonlinearities"): ``ln_silu = LN(SiLU(x))``,
+    ``l2_silu = SiLU(x) / sqrt(‖SiLU(x)‖² + eps)``."""
     if name in ("identity", "none"):
         return x
     if name == "softmax":
         return torch.softmax(x, dim=-1)
-    return F.silu(_normalise(x, name, eps)[0])
+    if name == "silu":
+        return F.silu(x)
+    return _normalise(F.silu(x), name, eps)[0]
 
 
 def _dsilu(x: torch.Tensor) -> torch.Tensor:
@@ -78,22 +89,22 @@ def write_grad(z: torch.Tensor, alpha: torch.Tensor, phi: str, eps: float) -> to
     """``u = J_phi(z)ᵀ (phi(z) - alpha)`` over the last axis, as a closed-form VJP.
 
     z, alpha: [..., m] -> u [..., m]. No Jacobian is built; the expression is plain torch, so
-    autograd differentiates it (second order through phi). With ``y = x̃ / s``:
-    LayerNorm ``Jᵀg = (g - mean(g) - y·mean(g ⊙ y)) / s``; L2 ``Jᵀg = (g - y·<g, y>) / s``.
+    autograd differentiates it (second order through phi). For ``phi = N ∘ SiLU`` with ``N`` the
+    LayerNorm or L2 normalisation, ``s = SiLU(z)`` and ``y = N(s) = s̃ / σ``:
+    ``u = silu'(z) ⊙ J_Nᵀ(y − alpha)``, LayerNorm ``J_Nᵀg = (g − mean(g) − y·mean(g ⊙ y)) / σ``,
+    L2 ``J_Nᵀg = (g − y·<g, y>) / σ``.
     """
     if phi == "identity":
         return z - alpha
     if phi == "silu":
         return _dsilu(z) * (F.silu(z) - alpha)
-    y, s = _normalise(z, phi, eps)
-    g = _dsilu(y) * (F.silu(y) - alpha)
-    if phi == "ln_silu":
-        return (g - g.mean(-1, keepdim=True) - y * (g * y).mean(-1, keepdim=True)) / s
-    return (g - y * (g * y).sum(-1, keepdim=True)) / s
+    y, sd = _normalise(F.silu(z), phi, eps)
+    return _dsilu(z) * _normalise_vjp(y - alpha, y, sd, phi)
 
 
 def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = False) -> None:
-    """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H];
+    """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta (in (0, 1]), gamma: [B, T, H]
+    (the gates in q's dtype or float32, so that mixed precision keeps them exact);
     initial_state: ``(Mk [N, H, m, dk], Mv [N, H, m, dv])`` with ``N = B``, or with ``packed``
     (``cu_seqlens``) one row per sequence, which ``run_varlen`` checks."""
     for name, x in (("q", q), ("k", k), ("v", v), ("alpha", alpha)):
@@ -106,9 +117,14 @@ def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = Fals
     for name, x in (("v", v), ("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if tuple(x.shape[:3]) != lead:
             raise ValueError(f"{name} must share B, T, H = {lead} with q, got shape {tuple(x.shape)}")
-    dtypes = {x.dtype for x in (q, k, v, alpha, beta, gamma)}
+    dtypes = {x.dtype for x in (q, k, v, alpha)}
     if len(dtypes) != 1:
-        raise TypeError(f"q, k, v, alpha, beta, gamma must share one dtype, got {sorted(str(d) for d in dtypes)}")
+        raise TypeError(f"q, k, v, alpha must share one dtype, got {sorted(str(d) for d in dtypes)}")
+    check_gate_dtype(q.dtype, beta=beta, gamma=gamma)
+    if beta.numel() and not bool(((beta > 0) & (beta <= 1)).all()):
+        raise ValueError(f"beta must lie in (0, 1] (it enters as log beta), got values in "
+                         f"[{beta.min().item():.3g}, {beta.max().item():.3g}]{' and NaN' if beta.isnan().any() else ''}; "
+                         "compute it as exp(logsigmoid(.)) in float32")
     if initial_state is None:
         return
     if not (isinstance(initial_state, tuple) and len(initial_state) == 2):
