@@ -62,7 +62,8 @@ _COMPARISONS = ("compare_", "ablations/")  # built-in comparison files (the othe
 def _builtins(comparisons: bool) -> str:
     from ..configs import builtin_names
 
-    return ", ".join(n for n in builtin_names() if n.startswith(_COMPARISONS) == comparisons)
+    return ", ".join(n for n in builtin_names()
+                     if n.startswith(_COMPARISONS) == comparisons and not n.startswith("models/"))
 
 
 def add_train_parser(sub) -> None:
