@@ -272,3 +272,25 @@ def test_train_tokenizer_and_lm_eval_in_fresh_processes(tmp_path):
     assert len(found) == 1
     res = json.loads(found[0].read_text())["results"]
     assert 0.0 <= res["tiny_mc"]["acc,none"] <= 1.0 and res["tiny_roll"]["bits_per_byte,none"] > 0
+
+
+# --------------------------------------------------------------------------- built-in configs
+
+
+def test_builtin_configs_resolve_by_name(tmp_path, monkeypatch):
+    from slotmem.configs import builtin_names, builtin_path, resolve_config
+
+    names = builtin_names()
+    assert {"compare_mqar", "mqar_lattice", "lm_bytes", "models/lattice-tiny"} <= set(names)
+    p = builtin_path("compare_mqar")
+    assert p.is_file() and p.parent.name == "configs" and p.parent.parent == Path(slotmem.__file__).parent
+    assert builtin_path("compare_mqar.yaml") == builtin_path("configs/compare_mqar.yaml") == p
+    assert builtin_path("lattice-tiny") == builtin_path("models/lattice-tiny")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mqar_lattice").write_text("task: mqar\n")  # an existing file wins over the built-in name
+    assert resolve_config("mqar_lattice") == Path("mqar_lattice")
+    assert resolve_config("lm_bytes") == builtin_path("lm_bytes")
+    with pytest.raises(FileNotFoundError, match="no such file, and no built-in config.*mqar_lattice"):
+        resolve_config("nope.yaml")
+    with pytest.raises(SystemExit):
+        cli_main(["train", "nope"])

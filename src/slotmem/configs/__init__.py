@@ -29,12 +29,14 @@ def builtin_names() -> list[str]:
 
 
 def builtin_path(name: str) -> Path:
-    """Path of the built-in config ``name``: with or without ``.yaml``; model configs also
-    without the ``models/`` prefix (``lattice-tiny``). Raises ``FileNotFoundError`` naming the
+    """Path of the built-in config ``name``: with or without ``.yaml`` (and an old ``configs/``
+    prefix); model configs also without the ``models/`` prefix (``lattice-tiny``). Raises ``FileNotFoundError`` naming the
     built-in configs if there is none of that name."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"a built-in config name must be a non-empty str, got {name!r}")
     root = config_dir()
+    if name.startswith("configs/"):  # the repository path of the built-ins before they moved into the package
+        name = name[len("configs/"):]
     stem = name[: -len(Path(name).suffix)] if Path(name).suffix in _SUFFIXES else name
     for rel in (name, *(stem + s for s in _SUFFIXES), *("models/" + stem + s for s in _SUFFIXES)):
         p = root / rel

@@ -57,7 +57,7 @@ def load_compare_config(path, overrides=None) -> tuple[str, list[tuple[str, Conf
     """``(name, [(label, Config)])`` from a comparison file; every run is validated up front."""
     path = Path(path)
     if not path.is_file():
-        hint = " (the built-in default lives in the repository's configs/; pass a config path)" if path == DEFAULT_CONFIG else ""
+        hint = " (the built-in default ships inside the package: reinstall slotmem, or pass a config path)" if path == DEFAULT_CONFIG else ""
         raise ConfigError(f"comparison config not found: {str(path)!r}{hint}")
     data = read_yaml(path)
     for k in data:
