@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,12 +16,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from slotmem.data import (
-    ByteTokenizer,
     ForecastDataset,
     LMDataset,
     MQARConfig,
     MQARDataset,
+    byte_tokenizer,
     generate_mqar,
+    is_byte_tokenizer,
     load_forecast_splits,
     load_lm_data,
     load_tokenizer,
@@ -199,26 +203,50 @@ def test_mqar_accuracy():
 
 
 def test_byte_tokenizer_round_trip(tmp_path):
-    tok = ByteTokenizer()
-    s = "Hello, wörld — ∑ 🙂\n"
-    ids = tok.encode(s)
-    assert ids == list(s.encode("utf-8")) and max(ids) < 256
+    tok = byte_tokenizer()
+    s = "Hello, wörld — ∑ 🙂\n<eos> \x00"
+    ids = tok.encode(s, add_special_tokens=False)
+    assert ids == list(s.encode("utf-8")) and max(ids) < 256  # a literal "<eos>" is bytes
+    assert tok(s)["input_ids"] == ids  # nothing is added by default (training adds no BOS)
     assert tok.decode(ids) == s
-    wrapped = tok.encode(s, add_special_tokens=True)
-    assert wrapped[0] == tok.bos_token_id and wrapped[-1] == tok.eos_token_id
+    wrapped = [tok.bos_token_id, *ids, tok.eos_token_id]
+    assert (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, len(tok)) == (256, 257, 258, 259)
     assert tok.decode(wrapped) == "<bos>" + s + "<eos>"
     assert tok.decode(torch.tensor(wrapped), skip_special_tokens=True) == s
-    assert len(tok) == tok.vocab_size == 259
     assert tok.decode([0xFF]) == "\ufffd"  # invalid UTF-8 is replaced, not an error
-    with pytest.raises(ValueError, match="outside the byte vocabulary"):
-        tok.decode([300])
-    enc = tok(["ab", "c"], return_tensors="pt")
+    enc = tok(["ab", "c"], return_tensors="pt", padding=True)
     assert enc["input_ids"].tolist() == [[97, 98], [99, tok.pad_token_id]]
     assert enc["attention_mask"].tolist() == [[1, 1], [1, 0]]
     assert tok.batch_decode(enc["input_ids"], skip_special_tokens=True) == ["ab", "c"]
+    assert is_byte_tokenizer(tok) and is_byte_tokenizer(load_tokenizer("byte"))
     tok.save_pretrained(tmp_path / "tok")
-    assert isinstance(load_tokenizer(str(tmp_path / "tok")), ByteTokenizer)
-    assert isinstance(load_tokenizer("byte"), ByteTokenizer)
+    assert (tmp_path / "tok" / "tokenizer.json").is_file()
+    again = load_tokenizer(str(tmp_path / "tok"))
+    assert is_byte_tokenizer(again) and again.encode(s, add_special_tokens=False) == ids
+    # the fast path of tokenize_documents gives exactly the tokenizer's ids
+    assert tokenize_documents([s], again).tolist() == ids + [257]
+    # a directory written by the old ByteTokenizer still loads as the byte tokenizer
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "slotmem_tokenizer.json").write_text('{"type": "byte", "vocab_size": 259}')
+    assert is_byte_tokenizer(load_tokenizer(tmp_path / "old"))
+
+
+def test_byte_tokenizer_loads_without_slotmem(tmp_path):
+    """AutoTokenizer reads the saved byte tokenizer in a process that never imports slotmem."""
+    byte_tokenizer().save_pretrained(tmp_path / "tok")
+    code = (
+        "import sys; from transformers import AutoTokenizer\n"
+        f"t = AutoTokenizer.from_pretrained({str(tmp_path / 'tok')!r})\n"
+        "s = 'round trip: ∂x 🙂 <eos>'\n"
+        "ids = t(s)['input_ids']\n"
+        "assert ids == list(s.encode()), ids\n"
+        "assert t.decode(ids) == s and (t.bos_token_id, t.eos_token_id, t.pad_token_id) == (256, 257, 258)\n"
+        "assert not any(m.startswith('slotmem') for m in sys.modules), 'slotmem was imported'\n"
+        "print('ok')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
 def test_hf_tokenizer_from_local_dir(tmp_path):
@@ -230,7 +258,7 @@ def test_hf_tokenizer_from_local_dir(tmp_path):
     core.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=core, unk_token="[UNK]", eos_token="[EOS]").save_pretrained(tmp_path / "wl")
     tok = load_tokenizer(str(tmp_path / "wl"))
-    assert not isinstance(tok, ByteTokenizer)
+    assert not is_byte_tokenizer(tok)
     stream = tokenize_documents(["hello world", "world"], tok)
     assert stream.tolist() == [2, 3, 1, 3, 1]
 
@@ -244,7 +272,7 @@ def test_txt_and_jsonl_reading(tmp_path):
     # a list of sources, in order
     both = list(read_documents([tmp_path / "b.jsonl", tmp_path / "a.txt"], text_field="body"))
     assert both == ["doc one", "doc ∂ two", "first document\nline two\n"]
-    tok = ByteTokenizer()
+    tok = byte_tokenizer()
     stream = tokenize_documents(["doc one", "doc ∂ two"], tok)
     eos = (stream == tok.eos_token_id).nonzero().flatten().tolist()
     assert eos == [7, stream.numel() - 1]  # one EOS after each document
@@ -306,7 +334,7 @@ def test_lm_split_deterministic(tmp_path):
     b = load_lm_data(tmp_path / "d.jsonl", 16, val_fraction=0.2)
     assert torch.equal(a.train_tokens, b.train_tokens) and torch.equal(a.val_tokens, b.val_tokens)
     whole = torch.cat([a.train_tokens, a.val_tokens])
-    assert torch.equal(whole, tokenize_documents(read_documents(tmp_path / "d.jsonl"), ByteTokenizer()))
+    assert torch.equal(whole, tokenize_documents(read_documents(tmp_path / "d.jsonl"), byte_tokenizer()))
     # the validation text does not depend on seq_len (same text for every context length)
     c = load_lm_data(tmp_path / "d.jsonl", 64, val_fraction=0.2)
     assert torch.equal(c.val_tokens, a.val_tokens)

@@ -16,6 +16,7 @@ from transformers.utils import logging as hf_logging
 
 import slotmem  # noqa: F401  (registers the Auto classes)
 from slotmem.cli import main as cli_main
+from slotmem.configs import builtin_path
 from slotmem.layers import MIXERS
 from slotmem.models import (
     LatticeConfig,
@@ -53,7 +54,7 @@ def _one_thread():
     torch.set_num_threads(n)
 
 VOCAB, HIDDEN, HEADS, LAYERS = 37, 32, 2, 2
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "models"
+CONFIG_DIR = builtin_path("models/lattice-tiny").parent  # the built-in model configs
 ALL_MIXERS = sorted(MIXERS)
 FAMILIES = {"lattice": (LatticeConfig, LatticeForCausalLM), "trellis": (TrellisConfig, TrellisForCausalLM)}
 
@@ -527,10 +528,10 @@ def test_example_configs_load(config_file):
 
 
 def test_cli_generate_streams_with_byte_tokenizer(tmp_path, capsys):
-    from slotmem.data.text import ByteTokenizer
+    from slotmem.data.text import byte_tokenizer
 
-    tok = ByteTokenizer()
-    config = LatticeConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1, num_heads=2,
+    tok = byte_tokenizer()
+    config = LatticeConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_heads=2,
                            mixer_kwargs={"num_slots": 8, "chunk_size": 4}, eos_token_id=tok.eos_token_id,
                            pad_token_id=tok.pad_token_id)
     LatticeForCausalLM(config).save_pretrained(tmp_path / "no_tok")  # no tokenizer: byte fallback

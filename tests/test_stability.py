@@ -7,9 +7,10 @@ import pytest
 import torch
 import yaml
 
+import slotmem.configs
 from slotmem.layers import TrellisAttention, build_mixer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(slotmem.configs.__file__).parent  # the built-in configs shipped in the package
 T_LONG = 16384
 
 

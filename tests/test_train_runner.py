@@ -203,18 +203,18 @@ def test_lm_task_on_generated_text(tmp_path, fmt):
     assert [r["beyond_training"] for r in rows] == [False, False, True]
     assert all(r["nll"] is not None and math.isfinite(r["nll"]) for r in rows)
     saved = tmp_path / "lm" / "model"
-    assert (saved / "config.json").is_file() and (saved / "slotmem_tokenizer.json").is_file()
+    assert (saved / "config.json").is_file() and (saved / "tokenizer.json").is_file()
     # The saved model reloads through the Auto classes and scores the same text identically.
     from transformers import AutoModelForCausalLM
 
-    from slotmem.eval.perplexity import main as ppl_main
+    from slotmem.cli import main as cli_main
 
     model = AutoModelForCausalLM.from_pretrained(str(saved))
     assert type(model).__name__ == "TrellisForCausalLM"
-    out = tmp_path / "ppl.json"
-    ppl_main([str(saved), str(src), "--text-field", "body", "--lengths", "32", "64", "--max-tokens", "1024",
-              "--val-fraction", "0.2", "--train-len", "32", "--json", str(out)])
-    again = json.loads(out.read_text())
+    out = tmp_path / "ppl"
+    cli_main(["eval", "perplexity", str(saved), str(src), "--text-field", "body", "--lengths", "32", "64",
+              "--max-tokens", "1024", "--val-fraction", "0.2", "--train-len", "32", "--out", str(out), "--no-progress"])
+    again = json.loads((out / "results.json").read_text())["rows"]
     assert again[0]["nll"] == pytest.approx(rows[1]["nll"], rel=1e-5)
     assert again[1]["nll"] == pytest.approx(rows[2]["nll"], rel=1e-5)
 

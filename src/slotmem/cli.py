@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 DEFAULT_CONTEXTS = (1024, 4096, 16384, 65536)
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "slotmem_tokenizer.json")
 
 
 def _demo(args) -> None:
@@ -96,66 +95,85 @@ def _runs(items):
 
 
 def _info(args) -> None:
+    from .configs import resolve_config
     from .models import load_config_file
 
-    config = load_config_file(args.config)
+    path = Path(args.config)
+    if not path.exists():  # not a file or saved model directory: a built-in model config (e.g. lattice-tiny)
+        try:
+            path = resolve_config(args.config)
+        except FileNotFoundError as e:
+            raise SystemExit(f"slotmem info: {e}") from None
+    config = load_config_file(path)
     print(model_info(config, args.context_lengths))
 
 
 # --------------------------------------------------------------------------- generate
 
 
-def _load_tokenizer_for(model_dir: Path, name: str | None):
-    from .data.text import load_tokenizer
+def _read_prompt(args) -> str:
+    if (args.prompt is None) == (args.prompt_file is None):
+        raise SystemExit("slotmem generate: give exactly one of --prompt TEXT and --prompt-file PATH ('-' = stdin)")
+    if args.prompt is not None:
+        return args.prompt
+    if args.prompt_file == "-":
+        return sys.stdin.read()
+    try:
+        return Path(args.prompt_file).read_text(encoding="utf-8")
+    except OSError as e:
+        raise SystemExit(f"slotmem generate: cannot read --prompt-file {args.prompt_file!r}: {e.strerror}") from None
 
-    if name is not None:
-        return load_tokenizer(name)
-    if any((model_dir / f).is_file() for f in _TOKENIZER_FILES):
-        return load_tokenizer(str(model_dir))
-    return load_tokenizer("byte")
 
-
-def _generate(args) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, TextStreamer
-    from transformers.utils import logging as hf_logging
-
-    from .models import CACHE_NAME  # importing slotmem.models registers the Auto classes
-
-    model_dir = Path(args.model)
-    if not (model_dir / "config.json").is_file():
-        raise SystemExit(f"slotmem generate: {model_dir} is not a saved model directory (no config.json)")
-    if args.max_new_tokens < 1:
-        raise SystemExit("slotmem generate: --max-new-tokens must be >= 1")
-    if args.temperature < 0:
-        raise SystemExit("slotmem generate: --temperature must be >= 0 (0 = greedy)")
-    if args.top_k is not None and args.top_k < 1:
-        raise SystemExit("slotmem generate: --top-k must be >= 1")
-    hf_logging.disable_progress_bar()
-    torch.manual_seed(args.seed)
-    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).to(args.device).eval()
-    tok = _load_tokenizer_for(model_dir, args.tokenizer)
-    if len(tok) > model.config.vocab_size:
-        raise SystemExit(f"slotmem generate: tokenizer has {len(tok)} tokens but the model's vocab_size is "
-                         f"{model.config.vocab_size}; pass the model's tokenizer with --tokenizer")
-    enc = tok(args.prompt, return_tensors="pt")
-    input_ids = enc["input_ids"].to(args.device)
-    if input_ids.shape[1] == 0:
-        raise SystemExit("slotmem generate: the prompt is empty")
-    gen = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, return_dict_in_generate=True)
+def generation_kwargs(args, model, tok) -> dict:
+    """``model.generate`` arguments from the ``slotmem generate`` options (validated)."""
+    checks = [
+        (args.max_new_tokens >= 1, "--max-new-tokens must be >= 1"),
+        (args.temperature >= 0, "--temperature must be >= 0 (0 = greedy)"),
+        (args.top_k is None or args.top_k >= 1, "--top-k must be >= 1"),
+        (args.top_p is None or 0 < args.top_p <= 1, "--top-p must be in (0, 1]"),
+        (args.num_beams >= 1, "--num-beams must be >= 1"),
+        (args.repetition_penalty > 0, "--repetition-penalty must be > 0 (1 = none)"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise SystemExit(f"slotmem generate: {msg}")
+    gen = dict(max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0, num_beams=args.num_beams,
+               repetition_penalty=args.repetition_penalty, return_dict_in_generate=True)
     if args.temperature > 0:
-        gen.update(temperature=args.temperature, top_k=args.top_k if args.top_k is not None else 0)
+        gen.update(temperature=args.temperature, top_k=args.top_k if args.top_k is not None else 0,
+                   top_p=args.top_p if args.top_p is not None else 1.0)
     eos = model.config.eos_token_id if model.config.eos_token_id is not None else getattr(tok, "eos_token_id", None)
     pad = model.config.pad_token_id if model.config.pad_token_id is not None else getattr(tok, "pad_token_id", None)
     if eos is not None and not args.ignore_eos:
         gen["eos_token_id"] = eos
     if pad is not None or eos is not None:
         gen["pad_token_id"] = pad if pad is not None else eos
-    streamer = TextStreamer(tok, skip_prompt=False, skip_special_tokens=True)
+    return gen
+
+
+def _generate(args) -> None:
+    import torch
+    from transformers import TextStreamer
+
+    from .eval.cli import load_model_and_tokenizer
+    from .models import CACHE_NAME
+
+    prompt = _read_prompt(args)
+    model, tok = load_model_and_tokenizer(args.model, args.device, args.tokenizer, "slotmem generate")
+    gen = generation_kwargs(args, model, tok)
+    torch.manual_seed(args.seed)
+    enc = tok(prompt, return_tensors="pt")
+    input_ids = enc["input_ids"].to(args.device)
+    if input_ids.shape[1] == 0:
+        raise SystemExit("slotmem generate: the prompt is empty")
+    # tokens appear as they are decoded (HF TextStreamer); beam search knows its text only at the end
+    streamer = TextStreamer(tok, skip_prompt=False, skip_special_tokens=True) if args.num_beams == 1 else None
     t0 = time.perf_counter()
     with torch.no_grad():
         out = model.generate(input_ids, attention_mask=enc["attention_mask"].to(args.device), streamer=streamer, **gen)
     dt = time.perf_counter() - t0
+    if streamer is None:
+        print(tok.decode(out.sequences[0], skip_special_tokens=True))
     n_new = out.sequences.shape[1] - input_ids.shape[1]
     cache = getattr(out, CACHE_NAME, None)
     cache_bytes = cache.nbytes() if cache is not None else 0
@@ -167,7 +185,10 @@ def _generate(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     ap = argparse.ArgumentParser(prog="slotmem", description="Lattice and Trellis: bounded, learned slot memory.")
+    ap.add_argument("--version", action="version", version=f"slotmem {__version__}")
     sub = ap.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="run a Lattice layer on generated data (state size, throughput)")
     demo.add_argument("--hidden-size", type=int, default=256)
@@ -180,16 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
 
     info = sub.add_parser("info", help="describe a model config: architecture, parameters, decode state by context length")
-    info.add_argument("--config", required=True, help="model config file (.yaml/.yml/.json) or a saved model directory")
+    info.add_argument("--config", required=True, help="model config file (.yaml/.yml/.json), a saved model directory, "
+                                                       "or a built-in model config (e.g. lattice-tiny)")
     info.add_argument("--context-lengths", type=int, nargs="+", default=list(DEFAULT_CONTEXTS), metavar="T")
     info.set_defaults(func=_info)
 
     gen = sub.add_parser("generate", help="stream a continuation of a prompt from a saved model")
     gen.add_argument("--model", required=True, help="directory written by save_pretrained")
-    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--prompt", default=None, help="the prompt text")
+    gen.add_argument("--prompt-file", default=None, metavar="PATH", help="read the prompt from a file ('-' = stdin)")
     gen.add_argument("--max-new-tokens", type=int, default=64)
-    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding")
+    gen.add_argument("--temperature", type=float, default=1.0, help="0 = greedy decoding (or beam search)")
     gen.add_argument("--top-k", type=int, default=None, help="sample from the k most likely tokens (default: all)")
+    gen.add_argument("--top-p", type=float, default=None, help="nucleus sampling: the smallest set of tokens with "
+                                                               "probability >= p (default: 1, all)")
+    gen.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (prints at the end)")
+    gen.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats (1 = none)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--tokenizer", default=None,
                      help="tokenizer name or path (default: the model directory's, else the byte tokenizer)")
@@ -197,14 +224,24 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--ignore-eos", action="store_true", help="keep generating past the end-of-sequence token")
     gen.set_defaults(func=_generate)
 
+    from .eval.cli import add_eval_parser
     from .train.cli import add_compare_parser, add_train_parser
 
     add_train_parser(sub)
     add_compare_parser(sub)
+    add_eval_parser(sub)
+    sub.add_parser("lm-eval", add_help=False,
+                   help="EleutherAI lm-evaluation-harness with the slotmem models registered; every argument "
+                        "goes to lm-eval unchanged (slotmem lm-eval --help)")
     return ap
 
 
 def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["lm-eval"]:  # lm-eval parses its own arguments
+        from .eval.harness import main as lm_eval_main
+
+        return lm_eval_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         args.func(args)

@@ -5,13 +5,15 @@ tasks); see each module's docstring for the exact protocol.
 """
 from .mqar import IGNORE_INDEX, MQARConfig, MQARDataset, generate_mqar, mqar_accuracy, query_slot_probs
 from .text import (
-    ByteTokenizer,
     LMData,
     LMDataset,
+    byte_tokenizer,
+    is_byte_tokenizer,
     load_lm_data,
     load_tokenizer,
     pack_tokens,
     read_documents,
+    special_token_ids,
     split_tokens,
     tokenize_documents,
 )
@@ -33,7 +35,9 @@ __all__ = [
     "generate_mqar",
     "mqar_accuracy",
     "query_slot_probs",
-    "ByteTokenizer",
+    "byte_tokenizer",
+    "is_byte_tokenizer",
+    "special_token_ids",
     "LMData",
     "LMDataset",
     "load_lm_data",

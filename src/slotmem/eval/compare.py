@@ -27,10 +27,11 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from ..configs import builtin_path
 from ..train.config import Config, apply_overrides, config_from_dict, read_yaml
 from ..train.errors import ConfigError
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[3] / "configs" / "compare_mqar.yaml"
+DEFAULT_CONFIG = builtin_path("compare_mqar")
 _TOP_KEYS = ("name", "base", "runs")
 _RUN_KEYS = ("label", "overrides")
 
@@ -56,7 +57,7 @@ def load_compare_config(path, overrides=None) -> tuple[str, list[tuple[str, Conf
     """``(name, [(label, Config)])`` from a comparison file; every run is validated up front."""
     path = Path(path)
     if not path.is_file():
-        hint = " (the built-in default lives in the repository's configs/; pass a config path)" if path == DEFAULT_CONFIG else ""
+        hint = " (the built-in default ships inside the package: reinstall slotmem, or pass a config path)" if path == DEFAULT_CONFIG else ""
         raise ConfigError(f"comparison config not found: {str(path)!r}{hint}")
     data = read_yaml(path)
     for k in data:

@@ -9,12 +9,10 @@ extrapolate.
 
 Command line (a model saved by ``slotmem train``, i.e. ``<out_dir>/model``)::
 
-    python -m slotmem.eval.perplexity outputs/lm/model data.txt --lengths 256 512 1024 2048
+    slotmem eval perplexity outputs/lm/model data.txt --lengths 256 512 1024 2048
 """
 from __future__ import annotations
 
-import argparse
-import json
 import math
 
 import numpy as np
@@ -33,18 +31,24 @@ def _windows(tokens: torch.Tensor, length: int, max_tokens: int = 0) -> torch.Te
 
 
 def evaluate_nll(model, tokens: torch.Tensor, seq_len: int, batch_size: int, info=None, max_tokens: int = 0,
-                 autocast=None) -> dict:
+                 autocast=None, progress: bool = False) -> dict:
     """Mean next-token NLL (nats) over windows of ``seq_len`` of a 1-D token stream.
     Returns ``{"nll", "ppl", "windows", "tokens"}``; ``nll`` is None if the stream is
-    shorter than one window. ``model``: a causal LM or a ``TokenObjective``."""
+    shorter than one window. ``model``: a causal LM or a ``TokenObjective``; ``progress``:
+    a tqdm bar over the batches."""
     obj = as_token_objective(model)
     dev = module_device(obj)
     w = _windows(tokens.long(), seq_len, max_tokens)
     if w.shape[0] == 0:
         return {"nll": None, "ppl": None, "windows": 0, "tokens": 0}
     sums = {"loss_sum": 0.0, "count": 0.0}
+    batches = sharded_batches(w.shape[0], batch_size, info)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(list(batches), desc=f"perplexity L={seq_len}", unit="batch", leave=False)
     with eval_mode(obj, autocast):
-        for idx, real in sharded_batches(w.shape[0], batch_size, info):
+        for idx, real in batches:
             b = w[torch.as_tensor(np.asarray(idx), dtype=torch.long)].to(dev)
             out = obj(b[:, :-1], b[:, 1:])
             if real:
@@ -56,7 +60,7 @@ def evaluate_nll(model, tokens: torch.Tensor, seq_len: int, batch_size: int, inf
 
 
 def perplexity_vs_length(model, tokens: torch.Tensor, lengths, batch_size: int = 8, info=None, max_tokens: int = 0,
-                         train_len: int | None = None, autocast=None) -> list[dict]:
+                         train_len: int | None = None, autocast=None, progress: bool = False) -> list[dict]:
     """One row per length: ``{"length", "nll", "ppl", "bits_per_token", "windows", "tokens",
     "beyond_training"}``. The batch shrinks with the length (``batch_size * min(lengths)``
     tokens per batch, at least one window)."""
@@ -64,7 +68,7 @@ def perplexity_vs_length(model, tokens: torch.Tensor, lengths, batch_size: int =
     base = min(lengths) if train_len is None else train_len
     for L in lengths:
         bs = max(1, (batch_size * base) // L)
-        r = evaluate_nll(model, tokens, int(L), bs, info, max_tokens, autocast)
+        r = evaluate_nll(model, tokens, int(L), bs, info, max_tokens, autocast, progress)
         rows.append({
             "length": int(L),
             "nll": r["nll"],
@@ -90,42 +94,25 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m slotmem.eval.perplexity",
-                                 description="perplexity of a saved causal LM at several context lengths")
-    ap.add_argument("model", help="a directory saved by save_pretrained (e.g. <out_dir>/model of slotmem train)")
-    ap.add_argument("data", nargs="+", help="text / jsonl files (or a dataset with --format hf)")
-    ap.add_argument("--lengths", type=int, nargs="+", required=True)
-    ap.add_argument("--format", default="auto")
-    ap.add_argument("--text-field", default="text")
-    ap.add_argument("--val-fraction", type=float, default=0.1,
-                    help="score the last fraction of the token stream (as training held it out); 0 = all of it")
-    ap.add_argument("--max-tokens", type=int, default=0)
-    ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--train-len", type=int, default=None, help="training context length (marks longer lengths)")
-    ap.add_argument("--json", help="also write the rows to this JSON file")
-    args = ap.parse_args(argv)
+def plot_perplexity(rows: list[dict], path, title: str = "", train_len: int | None = None) -> None:
+    """Perplexity against context length (log-2 x axis), one point per row with a score."""
+    import matplotlib
 
-    from transformers import AutoModelForCausalLM
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    from .. import models  # noqa: F401  (registers the Auto classes)
-    from ..data import load_tokenizer, read_documents, split_tokens, tokenize_documents
-
-    try:
-        tok = load_tokenizer(args.model)
-    except Exception:  # noqa: BLE001 - no tokenizer saved with the model: the byte default
-        tok = load_tokenizer("byte")
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    tokens = tokenize_documents(read_documents(args.data, format=args.format, text_field=args.text_field), tok)
-    if args.val_fraction > 0:
-        tokens = split_tokens(tokens, args.val_fraction)[1]
-    rows = perplexity_vs_length(model, tokens, args.lengths, args.batch_size, max_tokens=args.max_tokens,
-                                train_len=args.train_len)
-    print(format_table(rows))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
-
-
-if __name__ == "__main__":
-    main()
+    pts = [(r["length"], r["ppl"]) for r in rows if r["ppl"] is not None]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o")
+    if train_len:
+        ax.axvline(train_len, color="gray", linestyle="--", label=f"training length {train_len}")
+        ax.legend()
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("context length (tokens)")
+    ax.set_ylabel("perplexity")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title or "perplexity vs context length", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

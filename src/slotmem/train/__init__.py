@@ -1,7 +1,7 @@
 """Training: the config schema, the runner (``slotmem train``), checkpoints, DDP/FSDP.
 
     from slotmem.train import load_config, train
-    results = train(load_config("configs/mqar_lattice.yaml", ["train.steps=200"]))
+    results = train(load_config(builtin_path("mqar_lattice"), ["train.steps=200"])  # slotmem.configs.builtin_path)
 """
 from .config import Config, load_config
 from .errors import CheckpointError, ConfigError, NonFiniteError, SlotmemTrainError

@@ -19,10 +19,12 @@ def _train(args) -> None:
     from .errors import SlotmemTrainError
     from .trainer import train
 
+    from ..configs import resolve_config
+
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(resolve_config(args.config), args.overrides)
         results = train(cfg)
-    except SlotmemTrainError as e:
+    except (SlotmemTrainError, FileNotFoundError) as e:
         _fail(e)
     if "stopped_at" in results:
         return
@@ -48,13 +50,25 @@ def _compare(args) -> None:
 
     from pathlib import Path
 
+    from ..configs import resolve_config
+
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config and not Path(config).exists():  # no config given, only overrides
         config, overrides = None, [config, *overrides]
     try:
-        run_compare(config or DEFAULT_CONFIG, overrides, out=args.out, only=args.only)
-    except SlotmemTrainError as e:
+        run_compare(DEFAULT_CONFIG if config is None else resolve_config(config), overrides, out=args.out, only=args.only)
+    except (SlotmemTrainError, FileNotFoundError) as e:
         _fail(e)
+
+
+_COMPARISONS = ("compare_", "ablations/")  # built-in comparison files (the others are training / model configs)
+
+
+def _builtins(comparisons: bool) -> str:
+    from ..configs import builtin_names
+
+    return ", ".join(n for n in builtin_names()
+                     if n.startswith(_COMPARISONS) == comparisons and not n.startswith("models/"))
 
 
 def add_train_parser(sub) -> None:
@@ -64,8 +78,9 @@ def add_train_parser(sub) -> None:
         description="Train from a YAML config; dotted key=value overrides follow the file "
                     "(e.g. optim.lr=3e-3 train.steps=500). Multi-process: torchrun --nproc_per_node N "
                     "-m slotmem.cli train CONFIG.",
+        epilog=f"built-in configs (CONFIG may name one): {_builtins(comparisons=False)}",
     )
-    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("config", help="a YAML config file, or the name of a built-in config (e.g. mqar_lattice)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, values parsed as YAML")
     p.set_defaults(func=_train)
 
@@ -75,9 +90,11 @@ def add_compare_parser(sub) -> None:
         "compare",
         help="MQAR comparison of Lattice, Trellis, Gated DeltaNet and Transformer++ (table, plot, JSON)",
         description="Train every model of a comparison config on the same MQAR data and report accuracy per "
-                    "(T, kv) test slice against state size. Default: the built-in configs/compare_mqar.yaml.",
+                    "(T, kv) test slice against state size. Default: the built-in compare_mqar config.",
+        epilog=f"built-in comparison configs: {_builtins(comparisons=True)}",
     )
-    p.add_argument("config", nargs="?", default=None, help="comparison YAML (default: the built-in compare_mqar.yaml)")
+    p.add_argument("config", nargs="?", default=None,
+                   help="comparison YAML file or built-in name (default: the built-in compare_mqar)")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides for every run (e.g. train.steps=100), "
                                                       "or Label:key=value for one run (e.g. Trellis:optim.lr=3e-3)")
     p.add_argument("--out", default=None, help="output folder (default outputs/compare/<timestamp>)")

@@ -5,7 +5,7 @@ sections are nested mappings). Unknown keys are errors naming the key (with its 
 path), values are type-checked, and ``key=value`` overrides use dotted paths with YAML
 values::
 
-    slotmem train configs/mqar_lattice.yaml optim.lr=3e-3 train.steps=500 \
+    slotmem train mqar_lattice optim.lr=3e-3 train.steps=500 \
         model.mixer_kwargs.num_slots=32 "mqar.test=[{seq_len: 64, num_kv_pairs: 4, num_examples: 100}]"
 
 Batch semantics: ``train.batch_size`` is the GLOBAL number of sequences per optimizer

@@ -43,11 +43,14 @@ def model_config_dict(m: ModelConfig, vocab_size: int) -> dict:
     return d
 
 
-def build_backbone_config(m: ModelConfig, vocab_size: int):
-    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section."""
+def build_backbone_config(m: ModelConfig, vocab_size: int, special_ids: dict | None = None):
+    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section.
+    ``special_ids``: ``bos/eos/pad_token_id`` of the tokenizer (``model.extra`` may override them)."""
     from ..models import configuration_slotmem as cs
 
     d = model_config_dict(m, vocab_size)
+    for k, v in (special_ids or {}).items():
+        d.setdefault(k, v)
     # Token ids outside a small vocabulary (MQAR, time series) are not special tokens.
     for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if k not in d:
@@ -69,7 +72,7 @@ def _check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
         )
 
 
-def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
+def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = None) -> nn.Module:
     """A causal LM for data with ``vocab_size`` ids: ``m.pretrained`` loaded (its manifest
     checked when present) or a new model from the model section."""
     from .. import models
@@ -89,7 +92,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int) -> nn.Module:
             raise ConfigError(f"config key 'model.pretrained': cannot load {str(p)!r}: {str(e).splitlines()[0]}") from None
         _check_vocab(net.config.vocab_size, vocab_size, f"the pretrained model's ({p})")
         return net
-    cfg = build_backbone_config(m, vocab_size)
+    cfg = build_backbone_config(m, vocab_size, special_ids)
     _check_vocab(cfg.vocab_size, vocab_size, "config key 'model.vocab_size':")
     try:
         return models.model_for_causal_lm(cfg)
@@ -296,7 +299,7 @@ class LMTask(Task):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        from ..data import load_lm_data
+        from ..data import is_byte_tokenizer, load_lm_data
 
         lm = cfg.lm
         _check_sources(lm.source, lm.format)
@@ -315,7 +318,7 @@ class LMTask(Task):
         self.windows = _windows(data.train)
         self.groups = [self.windows]
         self.group_names = [f"lm.source ({data.train_tokens.numel()} train tokens, seq_len={lm.seq_len})"]
-        self.is_bytes = type(self.tokenizer).__name__ == "ByteTokenizer"
+        self.is_bytes = is_byte_tokenizer(self.tokenizer)
 
     @property
     def group_sizes(self):
@@ -332,7 +335,9 @@ class LMTask(Task):
         return batch["input_ids"].numel()
 
     def build_net(self):
-        return build_causal_lm(self.cfg.model, self.vocab_size)
+        from ..data import special_token_ids
+
+        return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
 
     def objective(self, net):
         return TokenObjective(net)
