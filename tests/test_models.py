@@ -517,8 +517,9 @@ def test_cli_info_yaml_and_json(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "SlotMemForCausalLM" in text and "attention x2" in text
     (tmp_path / "bad.yaml").write_text("mixer: lattice\nhiden_size: 3\n")
-    with pytest.raises(ValueError, match="hiden_size"):
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line, exit 2
         cli_main(["info", "--config", str(tmp_path / "bad.yaml")])
+    assert exit_info.value.code == 2 and "unknown config key(s) ['hiden_size']" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("config_file", ["lattice-tiny", "trellis-tiny", "transformer-tiny"])
@@ -547,8 +548,9 @@ def test_cli_generate_streams_with_byte_tokenizer(tmp_path, capsys):
     first = capsys.readouterr().out
     cli_main(args)
     assert capsys.readouterr().out == first and first.startswith("hi")
-    with pytest.raises(SystemExit, match="not a saved model"):
+    with pytest.raises(SystemExit) as exit_info:
         cli_main(["generate", "--model", str(tmp_path), "--prompt", "x"])
+    assert exit_info.value.code == 2 and "not a saved model" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- README

@@ -12,6 +12,7 @@ defaults and validation run in ``__post_init__``; every invalid value raises ``V
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -222,10 +223,11 @@ def config_from_dict(d: dict[str, Any]) -> SlotMemConfig:
     if model_type not in CONFIG_CLASSES:
         raise ValueError(f"unknown model_type {model_type!r}; expected one of {sorted(CONFIG_CLASSES)}")
     cls = CONFIG_CLASSES[model_type]
-    allowed = set(cls.__dataclass_fields__) | {"transformers_version", "architectures", "dtype", "torch_dtype"}
+    fields = {f.name for f in dataclasses.fields(cls)}  # instance fields only (not ClassVars like attribute_map)
+    allowed = fields | {"transformers_version", "architectures", "dtype", "torch_dtype"}
     unknown = sorted(set(d) - allowed)
     if unknown:
-        ours = sorted(k for k in SlotMemConfig.__annotations__ if k in cls.__dataclass_fields__)
+        ours = sorted(k for k in SlotMemConfig.__annotations__ if k in fields)
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {ours}")
     return cls(**d)
 
