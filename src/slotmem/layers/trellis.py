@@ -22,7 +22,7 @@ class TrellisAttention(SlotMemoryLayer):
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
     drawn so β starts in ``beta_init``, inner step ``γ = softplus(W_γ x + b)``
-    (initialised near ``1/head_dim``, the stable scale for ``‖k‖² ≈ head_dim``) or
+    (initialised near ``1/E‖k‖²``: ``1/head_dim`` for ``‖k‖² ≈ head_dim``, 1 with ``qk_l2norm``) or
     ``gamma_max · sigmoid(...)`` (gates in float32 even under autocast); initial memories ``M_0``
     learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
     output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
@@ -58,7 +58,9 @@ class TrellisAttention(SlotMemoryLayer):
         with torch.no_grad():
             beta0 = torch.empty(H).uniform_(lo, hi)
             self.beta_proj.bias.copy_(torch.log(beta0 / (1 - beta0)))
-            gamma0 = min(1.0 / d, 0.5 * self.gamma_max)
+            # gamma starts at 1 / E||k||^2 (||k||^2 = 1 with qk_l2norm, ~head_dim otherwise), so that one
+            # write moves z = M k by O(1); capped at half of gamma_max for the bounded parametrisation
+            gamma0 = min(1.0 if self.qk_l2norm else 1.0 / d, 0.5 * self.gamma_max)
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
         if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
