@@ -194,7 +194,7 @@ def test_outer_grad_matches_autograd_gd_oracle(outer_grad, chunk_size):
                                                    outer_grad == "first_order", chunk_size)
         ref = run_with_grads(oracle, x, s)
         got = run_with_grads(chunk_trellis, x, s, chunk_size=chunk_size, phi=phi, value_objective=vo,
-                             outer_grad=outer_grad)
+                             outer_grad=outer_grad, f="ln_silu", psi="none")
         assert max_err(got, ref) <= 1e-10, (phi, vo)
 
 

@@ -29,7 +29,7 @@ class TrellisKnobs:
 
     phi: str = "ln_silu"
     f: str = "ln_silu"
-    psi: str = "none"
+    psi: str = "ln_silu"
     value_objective: str = "encode"
     outer_grad: str = "full"
     eps: float = 1e-5
