@@ -117,6 +117,9 @@ def test_prune_never_deletes_the_protected_checkpoint(tmp_path):
 
 
 def test_exported_model_manifest_is_checked(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from slotmem.models.manifest import CorruptModelError
     from slotmem.train.errors import ConfigError
 
     train(cfg(tmp_path, "r", "train.steps=2"), quiet=True)
@@ -124,8 +127,10 @@ def test_exported_model_manifest_is_checked(tmp_path):
     assert ckpt.verify_manifest(model) is True
     weights = next(p for p in model.iterdir() if p.suffix == ".safetensors")
     _flip(weights, 16)
-    with pytest.raises(CorruptCheckpointError, match=rf"{weights.name} is corrupt \(checksum mismatch"):
+    with pytest.raises(CorruptModelError, match=rf"{weights.name} is corrupt \(checksum mismatch"):
         Trainer(cfg(tmp_path, "ft", f"model.pretrained={model}"), quiet=True)
+    with pytest.raises(CorruptModelError, match=rf"{weights.name} is corrupt \(checksum mismatch"):
+        AutoModelForCausalLM.from_pretrained(model)  # every load of a saved model checks its manifest
     (model / ckpt.MANIFEST).unlink()  # no manifest: nothing to check (a model saved elsewhere)
     assert ckpt.verify_manifest(model) is False
     with pytest.raises(ConfigError, match="is not a saved model directory"):

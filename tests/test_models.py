@@ -421,6 +421,8 @@ def test_generation_refuses_foreign_caches_and_rollback():
         cache.crop(2)
     with pytest.raises(TypeError, match="unexpected keyword"):
         model(ids, foo=1)
+    with pytest.raises(ValueError, match="no tokens and there is no cached state"):
+        model.generate(ids[:, :0], max_new_tokens=2, pad_token_id=0)  # an empty prompt
 
 
 def test_forward_takes_the_cache_under_each_transformers_name():

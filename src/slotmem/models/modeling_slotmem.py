@@ -22,6 +22,8 @@ Generation (transformers 5.x ``GenerationMixin``):
 from __future__ import annotations
 
 import inspect
+import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -40,6 +42,7 @@ except ImportError:  # pragma: no cover
 
 from ..layers import build_mixer
 from ..modules import RecurrentCache, SwiGLU
+from .manifest import verify_manifest
 from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig, check_mixers_registered
 
 # transformers >= 5 tells prepare_inputs_for_generation how many trailing tokens to feed
@@ -118,10 +121,14 @@ class SlotMemPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained``, then restore what a checkpoint cannot hold: mixer
+        """``PreTrainedModel.from_pretrained`` (a local directory with ``slotmem_manifest.json`` is first
+        checked against it: a damaged file raises ``CorruptModelError``), then restore what a checkpoint cannot hold: mixer
         tensors that are not in the state dict (non-persistent buffers such as RoPE frequencies,
         and any missing key inside a mixer) are recomputed by building that layer's mixer afresh."""
         want_info = kwargs.pop("output_loading_info", False)
+        source = args[0] if args else kwargs.get("pretrained_model_name_or_path")
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            verify_manifest(source)  # a saved model with a manifest is checked before loading
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         model._restore_mixer_tensors(set(info.get("missing_keys", ())))
         return (model, info) if want_info else model
@@ -227,6 +234,9 @@ class SlotMemModel(SlotMemPreTrainedModel):
             raise ValueError(f"inputs_embeds must be [B, T, {self.config.hidden_size}], got {tuple(inputs_embeds.shape)}")
         hidden_states = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
         B, T = hidden_states.shape[:2]
+        if T == 0 and (past_key_values is None or past_key_values.get_seq_length() == 0):
+            raise ValueError("the input has no tokens and there is no cached state to continue from (an empty "
+                             "prompt?): pass at least one token, e.g. the BOS id")
         if use_cache is None:
             use_cache = self.config.use_cache and not self.training
         return_dict = self.config.return_dict if return_dict is None else return_dict

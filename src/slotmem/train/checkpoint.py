@@ -26,7 +26,6 @@ Safety:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import re
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..models.manifest import MANIFEST, file_sha256, verify_manifest  # noqa: F401  (re-exported for the runner)
 from .errors import CheckpointError, CorruptCheckpointError, NonFiniteError, output_error
 
 FORMAT = "slotmem-checkpoint"
@@ -88,15 +88,6 @@ def nonfinite_tensors(state_dict: dict) -> list[str]:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             bad.append(name)
     return bad
-
-
-def file_sha256(path, block: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -316,9 +307,6 @@ def clean_stale_files(out_dir) -> list[Path]:
 
 # --------------------------------------------------------------------------- exported models
 
-MANIFEST = "slotmem_manifest.json"
-
-
 def write_manifest(directory) -> Path:
     """Write ``<directory>/slotmem_manifest.json``: the SHA-256 of every file below
     ``directory`` (``{"format": "slotmem-manifest", "files": {relative path: sha256}}``)."""
@@ -328,30 +316,6 @@ def write_manifest(directory) -> Path:
     files = {str(p.relative_to(d)): file_sha256(p) for p in sorted(d.rglob("*")) if p.is_file() and p.name != MANIFEST}
     return atomic_write_text(d / MANIFEST, json.dumps({"format": "slotmem-manifest", "files": files}, indent=1) + "\n",
                              "model manifest")
-
-
-def verify_manifest(directory) -> bool:
-    """Check the files of a saved model against its ``slotmem_manifest.json``. False: no
-    manifest (nothing to check); True: all listed files match. A damaged or missing file
-    raises ``CorruptCheckpointError`` naming it."""
-    import json
-
-    d = Path(directory)
-    m = d / MANIFEST
-    if not m.is_file():
-        return False
-    try:
-        files = json.loads(m.read_text(encoding="utf-8"))["files"]
-        assert isinstance(files, dict)
-    except (ValueError, KeyError, TypeError, AssertionError):
-        raise CorruptCheckpointError(f"saved model {str(d)!r}: {MANIFEST} is damaged (not a file -> sha256 mapping)") from None
-    for rel, expected in files.items():
-        p = d / rel
-        if not p.is_file():
-            raise CorruptCheckpointError(f"saved model {str(d)!r}: {rel} listed in {MANIFEST} is missing")
-        if file_sha256(p) != expected:
-            raise CorruptCheckpointError(f"saved model {str(d)!r}: {rel} is corrupt (checksum mismatch against {MANIFEST})")
-    return True
 
 
 # --------------------------------------------------------------------------- RNG states
