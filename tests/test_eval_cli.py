@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ from slotmem.models import LatticeConfig, LatticeForCausalLM
 SRC = str(Path(slotmem.__file__).resolve().parents[1])  # the slotmem under test, for subprocesses
 TEXT = "".join(f"Line {i}: the quick brown fox jumps over the lazy dog, number {i * 7 % 13}.\n" for i in range(60))
 
+
+
+def assert_cli_error(capsys, args, pattern):
+    """A user error at the CLI: exit code 2 and one ``error:`` line matching ``pattern`` on stderr."""
+    with pytest.raises(SystemExit) as info:
+        cli_main(args)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and re.search(pattern, err), err
 
 def _env() -> dict:
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1",
@@ -120,14 +129,13 @@ def test_eval_perplexity_cli(tiny_lm, tmp_path, capsys):
     model = LatticeForCausalLM.from_pretrained(tiny_lm)
     tokens = tokenize_documents([TEXT], byte_tokenizer())
     assert rows[1]["nll"] == pytest.approx(evaluate_nll(model, tokens, 256, 2)["nll"], rel=1e-5)
-    with pytest.raises(SystemExit, match="not a saved model"):
-        cli_main(["eval", "perplexity", str(tmp_path), str(tmp_path / "a.txt"), "--lengths", "8"])
+    assert_cli_error(capsys, ["eval", "perplexity", str(tmp_path), str(tmp_path / "a.txt"), "--lengths", "8"], "not a saved model")
     with pytest.raises(SystemExit):
         cli_main(["eval", "perplexity", str(tiny_lm), str(tmp_path / "missing.txt"), "--lengths", "8"])
     assert "no such file" in capsys.readouterr().err
 
 
-def test_eval_mqar_cli(tmp_path):
+def test_eval_mqar_cli(tmp_path, capsys):
     from slotmem.data import MQARConfig
     from slotmem.eval.mqar import evaluate_mqar_slices
 
@@ -143,8 +151,7 @@ def test_eval_mqar_cli(tmp_path):
     spec = MQARConfig(64, 8, 16, 64, 0.01, 0)
     direct = evaluate_mqar_slices(LatticeForCausalLM.from_pretrained(tmp_path / "m"), [(spec, *generate_mqar(spec, "test"))], 8)
     assert res["slices"][1]["acc"] == pytest.approx(direct["acc"])
-    with pytest.raises(SystemExit, match="T:kv"):
-        cli_main(["eval", "mqar", str(tmp_path / "m"), "--slices", "64x8"])
+    assert_cli_error(capsys, ["eval", "mqar", str(tmp_path / "m"), "--slices", "64x8"], "T:kv")
 
 
 def test_eval_niah_cli(tiny_lm, tmp_path, capsys):
@@ -182,10 +189,8 @@ def test_generate_options_and_prompt_sources(tiny_lm, tmp_path, capsys, monkeypa
     assert beams.out.startswith("hello") and "6 new tokens" in beams.err
     for bad, msg in ((["--top-p", "0"], "top-p"), (["--num-beams", "0"], "num-beams"),
                      (["--repetition-penalty", "0"], "repetition-penalty")):
-        with pytest.raises(SystemExit, match=msg):
-            cli_main(base + ["--prompt", "x"] + bad)
-    with pytest.raises(SystemExit, match="exactly one"):
-        cli_main(base)
+        assert_cli_error(capsys, base + ["--prompt", "x"] + bad, msg)
+    assert_cli_error(capsys, base, "exactly one")
 
 
 # --------------------------------------------------------------------------- lm-eval

@@ -92,8 +92,8 @@ def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = 
             raise ConfigError(f"config key 'model.pretrained': cannot load {str(p)!r}: {str(e).splitlines()[0]}") from None
         _check_vocab(net.config.vocab_size, vocab_size, f"the pretrained model's ({p})")
         return net
+    _check_vocab(m.vocab_size if m.vocab_size is not None else vocab_size, vocab_size, "config key 'model.vocab_size':")
     cfg = build_backbone_config(m, vocab_size, special_ids)
-    _check_vocab(cfg.vocab_size, vocab_size, "config key 'model.vocab_size':")
     try:
         return models.model_for_causal_lm(cfg)
     except (TypeError, ValueError) as e:
