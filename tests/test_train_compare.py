@@ -133,7 +133,7 @@ def test_in_distribution_and_extrapolation_columns(tiny):
 
 def test_default_config_and_presets():
     comp = load_compare_config(DEFAULT_CONFIG)  # preset quick by default
-    assert comp.preset == "quick" and "quick preset" in comp.note
+    assert comp.preset == "quick" and "lr grid cut" in comp.note
     assert [u.label for u in comp.units] == ["Lattice", "Trellis", "Gated DeltaNet", "Transformer++"]
     assert [u.cfg.model.mixer for u in comp.units] == ["lattice", "trellis", "gated_deltanet", "attention"]
     assert len({(u.cfg.model.hidden_size, u.cfg.model.num_hidden_layers, u.cfg.model.use_mlp) for u in comp.units}) == 1

@@ -29,7 +29,7 @@ A comparison file::
         points: {key: model.mixer_kwargs.num_slots, values: [16, 64]}   # optional, this run only
         lr_grid: [1.0e-2]                                             # optional, this run only
     presets:                # optional; --preset NAME merges one into the file (default: quick)
-      quick: {note: "...", protocol: {...}, base: {...}, points: {...}}
+      quick: {note: "...", protocol: {...}, base: {...}, points: {...}, runs: {Lattice: {points: ...}}}
 
 Command-line ``key=value`` overrides apply to ``base`` (after the preset); ``Label:key=value``
 applies to one run, after its own overrides. Every run lives in
@@ -63,7 +63,7 @@ ZOOLOGY_LR_GRID = [1e-3, 3.2e-3, 1e-2, 3.2e-2]
 _TOP_KEYS = ("name", "base", "protocol", "points", "runs", "presets")
 _RUN_KEYS = ("label", "overrides", "points", "lr_grid")
 _PROTOCOL_KEYS = ("lr_grid", "seeds", "val_examples")
-_PRESET_KEYS = ("note", "protocol", "base", "points")
+_PRESET_KEYS = ("note", "protocol", "base", "points", "runs")
 # Config parts that do not change what a run computes (left out of its identity hash).
 _NOT_IDENTITY = (("out_dir",), ("name",), ("train", "num_threads"), ("train", "progress"), ("train", "resume"),
                  ("train", "tensorboard"), ("train", "log_every"))
@@ -193,7 +193,16 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
             if k not in _PRESET_KEYS:
                 raise ConfigError(f"{path}: unknown key {k!r} in presets.{preset}; valid keys: {list(_PRESET_KEYS)}")
         note = str(pre.get("note", ""))
-        data = _merge(data, {k: v for k, v in pre.items() if k != "note"})
+        patches = pre.get("runs") or {}  # {label: {points, lr_grid, overrides}} merged into that run
+        if not isinstance(patches, dict):
+            raise ConfigError(f"{path}: presets.{preset}.runs must map run labels to run keys, got {patches!r}")
+        data = _merge(data, {k: v for k, v in pre.items() if k not in ("note", "runs")})
+        runs = data.get("runs") if isinstance(data.get("runs"), list) else []
+        known = {r.get("label") for r in runs if isinstance(r, dict)}
+        if set(patches) - known:
+            raise ConfigError(f"{path}: presets.{preset}.runs names unknown label(s) {sorted(set(patches) - known)}")
+        data["runs"] = [_merge(r, patches[r["label"]]) if isinstance(r, dict) and r.get("label") in patches else r
+                        for r in runs] or data.get("runs")
     else:
         preset = None
     if "runs" not in data or not isinstance(data["runs"], list) or not data["runs"]:
@@ -397,6 +406,15 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_job(jobs: int) -> int:
+    """Torch threads for each of ``jobs`` processes: ``max(1, cores // jobs)``, capped by
+    ``OMP_NUM_THREADS`` when it is set (a shared machine's limit). A run's own
+    ``train.num_threads`` (when not 0) wins over both."""
+    n = max(1, usable_cores() // max(1, jobs))
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return min(n, int(env)) if env.isdigit() and int(env) > 0 else n
+
+
 # --------------------------------------------------------------------------- the protocol
 
 
@@ -444,7 +462,7 @@ class _Runner:
     def __init__(self, comp: Comparison, out_dir: Path, jobs: int, say, quiet: bool):
         self.comp, self.out_dir, self.say, self.quiet = comp, out_dir, say, quiet
         self.jobs = max(1, jobs)
-        self.threads = max(1, usable_cores() // self.jobs)
+        self.threads = threads_per_job(self.jobs)
         self.reused = 0
         self.ran = 0
 
@@ -580,21 +598,24 @@ def _cell(s: dict, digits: int = 3) -> str:
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f} [{s['min']:.{digits}f}–{s['max']:.{digits}f}]"
 
 
-def _metric_columns(rows, task) -> list[str]:
+def _metric_columns(rows, task) -> tuple[list[str], list[str]]:
+    """``(headline columns, detail columns)``: MQAR's headline is in-dist / extrap, its detail
+    the slices; other tasks show every metric in the headline table."""
     cols = []
     for r in rows:
         for k in r["metrics"]:
             if k not in cols and k != "loss":
                 cols.append(k)
-    if task == "mqar":  # headline columns first
+    if task == "mqar":
         head = [c for c in ("in-dist", "extrap") if c in cols]
-        cols = head + [c for c in cols if c not in head]
-    return cols
+        return head, [c for c in cols if c not in head]
+    return cols, []
 
 
 def format_table(rows: list[dict], comp: Comparison, header: dict) -> str:
-    """A markdown table: one row per model (and sweep point), every metric as mean ± std [min–max]."""
-    cols = _metric_columns(rows, comp.task)
+    """Markdown tables: one row per model (and sweep point), the headline metrics as
+    mean ± std [min–max]; MQAR's slices as means; the lr sweep's validation scores."""
+    cols, detail = _metric_columns(rows, comp.task)
     digits = 3 if comp.task != "timeseries" else 4
     hdr = ["model", "params", "state/layer", "lr (chosen)", "seeds ok / diverged"] + cols
     lines = ["| " + " | ".join(hdr) + " |", "|" + "---|" * len(hdr)]
@@ -604,6 +625,13 @@ def format_table(rows: list[dict], comp: Comparison, header: dict) -> str:
         cells = [r["name"], "–" if r["params"] is None else f"{r['params']:,}", st, lr,
                  f"{r['n_ok']} / {r['n_diverged']}"] + [_cell(r["metrics"].get(c), digits) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    if detail:
+        lines += ["", "per test slice (mean over the seeds that finished):", "",
+                  "| model | " + " | ".join(detail) + " |", "|" + "---|" * (len(detail) + 1)]
+        for r in rows:
+            cells = ["–" if not r["metrics"].get(c) or not r["metrics"][c]["n"] else f"{r['metrics'][c]['mean']:.{digits}f}"
+                     for c in detail]
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
     notes = ["", header["metric_note"], "",
              "cells: mean ± std [min–max] over the seed runs that finished; diverged runs (non-finite loss, "
              "gradient or evaluation) are excluded from every cell and counted in 'seeds ok / diverged'."]
@@ -746,7 +774,7 @@ def _header(comp: Comparison) -> dict:
             f"{','.join(sorted({str(s.num_examples) for s in c0.mqar.test}))} examples per slice; chance ~ "
             f"{1.0 / (c0.mqar.vocab_size - c0.mqar.vocab_size // 2):.1e}). in-dist = mean over slices whose (T, kv) "
             f"is trained on ({', '.join(ind) or 'none'}); extrap = mean over the others. lr chosen on a separate "
-            f"validation stream of the same slices ({p.val_examples} examples each), in-distribution ones.")
+            f"validation stream of the same slices (up to {p.val_examples} examples each), in-distribution ones.")
     elif comp.task == "lm":
         src = c0.lm.source if isinstance(c0.lm.source, str) else ", ".join(map(str, c0.lm.source))
         h["title"] = f"{comp.name}: {width}; {Path(str(src)).name}, {c0.lm.tokenizer} tokens, train length {c0.lm.seq_len}; {run}; {proto}"
@@ -825,11 +853,19 @@ def preflight(units) -> None:
     mixer argument stops the comparison at once, not after the first models have trained."""
     import torch
 
-    from ..train.tasks import build_backbone, build_causal_lm
+    from ..train.tasks import _check_sources, build_backbone, build_causal_lm
 
     seen = set()
     for u in units:
         cfg = u.cfg
+        try:  # the data first: a wrong path should not wait for the first model to train
+            if cfg.task == "lm":
+                _check_sources(cfg.lm.source, cfg.lm.format)
+            elif cfg.task == "timeseries" and not Path(cfg.timeseries.path).is_file():
+                raise ConfigError(f"config key 'timeseries.path': data file not found: {cfg.timeseries.path!r} "
+                                  "(pass timeseries.path=<an ETT-layout CSV>)")
+        except ConfigError as e:
+            raise ConfigError(f"run {u.name!r}: {e}") from None
         key = json.dumps(to_dict(cfg.model), sort_keys=True, default=str) + cfg.timeseries.head
         if key in seen:
             continue
