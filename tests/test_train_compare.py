@@ -260,3 +260,36 @@ def test_dlinear_decomposition_is_linear_in_time():
     assert ms(x).shape == (2, 5, 1)
     with pytest.raises(ValueError, match="x must be"):
         m(torch.randn(2, 10, 3))
+
+
+def test_lm_comparison_scores_test_half_at_several_lengths(tmp_path, monkeypatch):
+    text = tmp_path / "t.txt"
+    text.write_text("".join(f"line {i}: the quick brown fox jumps over the lazy dog.\n" for i in range(400)))
+    p = tmp_path / "lm.yaml"
+    p.write_text(f"""
+name: lm
+base:
+  task: lm
+  model: {{hidden_size: 16, num_hidden_layers: 1, use_mlp: false}}
+  lm: {{source: {text}, seq_len: 16, val_fraction: 0.2, eval_lengths: [8, 16, 64]}}
+  train: {{steps: 2, batch_size: 4, progress: false, tensorboard: false, save_model: false}}
+protocol: {{lr_grid: [1.0e-3, 1.0e-2], seeds: [0, 1]}}
+runs:
+  - {{label: Transformer++, overrides: {{model: {{mixer: attention}}}}}}
+""")
+    seen = []
+    real = C.lm_split_tokens
+
+    def spy(tokens):  # the halves are disjoint and together the whole held-out stream
+        v, t = real(tokens)
+        seen.append((tokens.numel(), v.numel(), t.numel()))
+        return v, t
+
+    monkeypatch.setattr(C, "lm_split_tokens", spy)
+    res = run_compare(p, out=tmp_path / "o", quiet=True)
+    assert all(n == a + b and a > 0 and b > 0 for n, a, b in seen) and len(seen) == 3
+    row = res["rows"][0]
+    assert set(row["metrics"]) == {"ppl@8", "ppl@16", "ppl@64"} and row["n_ok"] == 2
+    assert row["sweep_metric"].startswith("val NLL") and row["lr"] in (1e-3, 1e-2)
+    assert all(1.0 < row["metrics"][k]["mean"] < 1e4 for k in row["metrics"])
+    assert (tmp_path / "o" / "ppl_vs_context.png").stat().st_size > 10_000

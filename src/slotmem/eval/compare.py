@@ -673,17 +673,43 @@ def _series(rows, key_x, metric):
     return {k: sorted(v) for k, v in out.items()}
 
 
+_MARKERS = "osD^vP*Xh<>"
+
+
 def _draw(ax, series, *, logx=False, logy=False):
+    """One line per series with its min–max as a band (and as error bars, which single points
+    still show); markers differ per series, and on a log x axis points of several series at
+    the same x are dodged sideways by a few percent."""
+    from matplotlib.ticker import FuncFormatter
+
+    # series that share an x are dodged sideways a little (log x: by a factor), so none hides another
+    share: dict = {}
     for label, pts in series.items():
+        for p in pts:
+            share.setdefault(p[0], []).append(label)
+    for i, (label, pts) in enumerate(series.items()):
         xs, ms, lo, hi = zip(*pts)
-        line, = ax.plot(xs, ms, marker="o", ms=4, label=label)
+        if logx:
+            xs = tuple(x * 2 ** (0.06 * (share[x].index(label) - (len(share[x]) - 1) / 2)) for x in xs)
+        line, = ax.plot(xs, ms, marker=_MARKERS[i % len(_MARKERS)], ms=5, label=label, alpha=0.9)
         if any(a != b for a, b in zip(lo, hi)):
-            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
+            c = line.get_color()
+            ax.errorbar(xs, ms, yerr=[[m - a for m, a in zip(ms, lo)], [b - m for m, b in zip(ms, hi)]],
+                        fmt="none", ecolor=c, capsize=3, lw=1, alpha=0.7)
+            if len(xs) > 1:
+                ax.fill_between(xs, lo, hi, color=c, alpha=0.15, linewidth=0)
     if logx:
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
     if logy:
         ax.set_yscale("log")
     ax.grid(True, alpha=0.3)
+
+
+def _suptitle(fig, text: str) -> None:
+    import textwrap
+
+    fig.suptitle("\n".join(textwrap.wrap(text, 150)), fontsize=8)
 
 
 def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[str]:
@@ -704,7 +730,7 @@ def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[st
             ax.set_ylim(-0.03, 1.03)
             ax.set_title(f"MQAR {m}: accuracy vs state size")
         _legend_outside(axes[0][-1])
-        fig.suptitle(header["title"], fontsize=9)
+        _suptitle(fig, header["title"])
         fig.tight_layout()
         fig.savefig(out_dir / "accuracy_vs_state.png", dpi=120)
         plt.close(fig)
@@ -726,7 +752,7 @@ def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[st
         ax.set_ylabel("test perplexity")
         ax.set_title("perplexity vs context length")
         _legend_outside(ax)
-        fig.suptitle(header["title"], fontsize=9)
+        _suptitle(fig, header["title"])
         fig.tight_layout()
         fig.savefig(out_dir / "ppl_vs_context.png", dpi=120)
         plt.close(fig)
@@ -746,7 +772,7 @@ def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[st
             ax.grid(True, alpha=0.3)
         if rows[0]["point_key"]:
             _legend_outside(axes[-1])
-        fig.suptitle(header["title"], fontsize=9)
+        _suptitle(fig, header["title"])
         fig.tight_layout()
         fig.savefig(out_dir / "forecast_error.png", dpi=120)
         plt.close(fig)
