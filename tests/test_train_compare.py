@@ -153,6 +153,9 @@ def test_overrides_points_and_errors(tmp_path, tiny):
         load_compare_config(DEFAULT_CONFIG, ["Mamba:optim.lr=1e-3"])
     with pytest.raises(ConfigError, match="unknown config key 'optim.lrr'"):
         load_compare_config(DEFAULT_CONFIG, ["optim.lrr=1"])
+    assert load_compare_config(DEFAULT_CONFIG, ["protocol.seeds=[3, 4, 5]"]).protocol.seeds == [3, 4, 5]
+    with pytest.raises(ConfigError, match="unknown key 'sed' in 'protocol'"):
+        load_compare_config(DEFAULT_CONFIG, ["protocol.sed=1"])
     with pytest.raises(ConfigError, match="unknown run label"):
         run_compare(DEFAULT_CONFIG, SHRINK, out=tmp_path / "x", only="Mamba", quiet=True)
     p = tmp_path / "c.yaml"
@@ -175,7 +178,8 @@ def test_overrides_points_and_errors(tmp_path, tiny):
 
 
 def test_real_tiny_mqar_comparison_writes_outputs(tmp_path, capsys):
-    res = run_compare(DEFAULT_CONFIG, SHRINK, out=tmp_path / "cmp", jobs=1)
+    res = run_compare(DEFAULT_CONFIG, SHRINK + ["protocol.lr_grid=[1e-3, 1e-2]", "protocol.seeds=[0, 1]"],
+                      out=tmp_path / "cmp", jobs=1)
     out = capsys.readouterr().out
     for label in ("Lattice", "Trellis", "Gated DeltaNet", "Transformer++"):
         assert label in out
@@ -194,13 +198,15 @@ def test_real_tiny_mqar_comparison_writes_outputs(tmp_path, capsys):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     table = (tmp_path / "cmp" / "table.md").read_text()
     assert "in-dist" in table and "extrap" in table and "±" in table and "learning-rate sweep" in table
-    assert res["runs_done"] == 4 * (len(saved["protocol"]["lr_grid"]) + len(saved["protocol"]["seeds"]) - 1)
+    assert saved["protocol"]["lr_grid"] == [1e-3, 1e-2] and saved["protocol"]["seeds"] == [0, 1]
+    assert res["runs_done"] == 4 * (2 + 2 - 1)
 
 
 def test_worker_processes_match_inline(tmp_path):
     args = dict(only="Transformer++", quiet=True)
-    inline = run_compare(DEFAULT_CONFIG, SHRINK, out=tmp_path / "a", jobs=1, **args)
-    pooled = run_compare(DEFAULT_CONFIG, SHRINK, out=tmp_path / "b", jobs=2, **args)
+    shrink = SHRINK + ["protocol.lr_grid=[1e-2]", "protocol.seeds=[0, 1]"]
+    inline = run_compare(DEFAULT_CONFIG, shrink, out=tmp_path / "a", jobs=1, **args)
+    pooled = run_compare(DEFAULT_CONFIG, shrink, out=tmp_path / "b", jobs=2, **args)
     assert pooled["jobs"] == 2 and pooled["runs_done"] == inline["runs_done"]
     a, b = inline["rows"][0], pooled["rows"][0]
     assert a["lr"] == b["lr"]

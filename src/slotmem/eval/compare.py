@@ -31,8 +31,9 @@ A comparison file::
     presets:                # optional; --preset NAME merges one into the file (default: quick)
       quick: {note: "...", protocol: {...}, base: {...}, points: {...}, runs: {Lattice: {points: ...}}}
 
-Command-line ``key=value`` overrides apply to ``base`` (after the preset); ``Label:key=value``
-applies to one run, after its own overrides. Every run lives in
+Command-line ``key=value`` overrides apply to ``base`` (after the preset), ``protocol.KEY=value``
+to the protocol (e.g. ``protocol.seeds=[0,1,2,3]``); ``Label:key=value`` applies to one run,
+after its own overrides. Every run lives in
 ``<out>/runs/<label>[/<point>]/lr<lr>_seed<seed>_<hash>/`` with a ``record.json`` once finished:
 rerunning the same command in the same ``--out`` skips finished runs (a killed comparison
 resumes; the default ``--out`` is ``outputs/compare/<name>-<preset>``), and a changed config
@@ -210,15 +211,18 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
     base = data.get("base") or {}
     if not isinstance(base, dict):
         raise ConfigError(f"{path}: 'base' must be a mapping (a training config)")
-    protocol = _build_protocol(path, data.get("protocol"))
-    shared_points = _check_points(f"{path}: points", data.get("points"))
-    shared, per_run = [], {}
+    shared, per_run, proto = [], {}, []
     for o in overrides or ():
         label, sep, rest = o.partition(":")
         if sep and "=" not in label:  # 'Label:key=value' applies to one run
             per_run.setdefault(label, []).append(rest)
+        elif o.startswith("protocol."):  # 'protocol.seeds=[0,1,2]' changes the protocol
+            proto.append(o[len("protocol."):])
         else:
             shared.append(o)
+    pdata = data.get("protocol") or {}
+    protocol = _build_protocol(path, apply_overrides(pdata, proto) if isinstance(pdata, dict) else pdata)
+    shared_points = _check_points(f"{path}: points", data.get("points"))
     base = apply_overrides(base, shared, Config)
     name = data.get("name", path.stem)
     units, labels, tasks = [], [], set()
