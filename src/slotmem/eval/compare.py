@@ -801,20 +801,21 @@ def _header(comp: Comparison) -> dict:
         ind = [f"T{s.seq_len}/kv{s.num_kv_pairs}" for s, f in zip(c0.mqar.test, flags) if f]
         h["metric_note"] = (
             f"MQAR test accuracy (Zoology: per example, fraction of queries answered; held-out test stream, "
-            f"{','.join(sorted({str(s.num_examples) for s in c0.mqar.test}))} examples per slice; chance ~ "
+            f"{' or '.join(sorted({str(s.num_examples) for s in c0.mqar.test}, key=int))} examples per slice; chance ~ "
             f"{1.0 / (c0.mqar.vocab_size - c0.mqar.vocab_size // 2):.1e}). in-dist = mean over slices whose (T, kv) "
             f"is trained on ({', '.join(ind) or 'none'}); extrap = mean over the others. lr chosen on a separate "
             f"validation stream of the same slices (up to {p.val_examples} examples each), in-distribution ones.")
     elif comp.task == "lm":
         src = c0.lm.source if isinstance(c0.lm.source, str) else ", ".join(map(str, c0.lm.source))
         h["title"] = f"{comp.name}: {width}; {Path(str(src)).name}, {c0.lm.tokenizer} tokens, train length {c0.lm.seq_len}; {run}; {proto}"
-        h["train_len"] = c0.lm.seq_len
+        h["train_len"] = h["state_len"] = c0.lm.seq_len
         h["metric_note"] = (
             f"perplexity on the second half of the held-out text (last {c0.lm.val_fraction:g} of the stream), cut "
             f"into non-overlapping windows of each length (ppl@L); training length {c0.lm.seq_len}, longer lengths "
             "test extrapolation. lr chosen on the first half (NLL at the training length).")
     else:
         ts = c0.timeseries
+        h["state_len"] = ts.lookback
         h["title"] = f"{comp.name}: {width}; {Path(ts.path).name}, lookback {ts.lookback}, features {ts.features}; {run}; {proto}"
         h["metric_note"] = ("forecasting MSE / MAE on the z-normalised test split (standard protocol); "
                             "lr chosen on the validation split's MSE.")
@@ -853,6 +854,9 @@ def run_compare(config=DEFAULT_CONFIG, overrides=None, out=None, only=None, quie
     state = runner.run()
     total = time.perf_counter() - t_all
     rows = aggregate(state, comp)
+    # wall time of every run of this comparison, including runs read back from an earlier invocation
+    run_wall = sum(r.get("wall_s", 0.0) for st in state
+                   for r in {id(x): x for x in [*st["sweep"].values(), *st["seeds"].values()]}.values())
     header = _header(comp)
     table = format_table(rows, comp, header)
     plots = plot_results(rows, comp, header, out_dir)
@@ -861,13 +865,15 @@ def run_compare(config=DEFAULT_CONFIG, overrides=None, out=None, only=None, quie
                             "val_examples": comp.protocol.val_examples},
                "header": header, "rows": rows, "command": command, "config": str(config),
                "overrides": list(overrides or []), "jobs": jobs, "threads_per_job": runner.threads,
-               "runs_done": runner.ran, "runs_reused": runner.reused, "total_wall_s": total, "plots": plots}
+               "runs_done": runner.ran, "runs_reused": runner.reused, "total_wall_s": total, "runs_wall_s": run_wall,
+               "plots": plots}
     (out_dir / "results.json").write_text(json.dumps(results, indent=2, default=float))
     md = [f"# {comp.name}", "", f"`{command}`", "", header["title"], ""]
     if comp.note:
         md += [f"preset **{comp.preset}**: {comp.note}", ""]
-    md += [table, "", f"wall time {total:.0f}s ({runner.ran} runs trained, {runner.reused} reused from earlier), "
-           f"{jobs} process(es) x {runner.threads} thread(s)", ""] + [f"![{p}]({p})" for p in plots]
+    md += [table, "", f"wall time of this invocation {total:.0f}s ({runner.ran} runs trained, {runner.reused} read back "
+           f"from an earlier one), {jobs} process(es) x {runner.threads} thread(s); the runs' own wall times sum to "
+           f"{run_wall:.0f}s", ""] + [f"![{p}]({p})" for p in plots]
     (out_dir / "table.md").write_text("\n".join(md) + "\n")
     say("")
     say(header["title"])
