@@ -168,7 +168,12 @@ def test_mqar_config_validation(kwargs, match):
 
 def test_mqar_split_validation():
     with pytest.raises(ValueError, match="split"):
-        generate_mqar(MQARConfig(64, 4, 2), split="val")
+        generate_mqar(MQARConfig(64, 4, 2), split="valid")
+    # 'val' (what slotmem compare selects learning rates on) is a third, independent stream
+    cfg = MQARConfig(64, 4, 8)
+    val, train, test = (generate_mqar(cfg, s)[0] for s in ("val", "train", "test"))
+    assert torch.equal(val, generate_mqar(cfg, "val")[0])
+    assert not torch.equal(val, train) and not torch.equal(val, test)
 
 
 def test_mqar_accuracy():

@@ -50,9 +50,11 @@ from torch.utils.data import Dataset
 from ..ops.utils import check_choice
 
 IGNORE_INDEX = -100
-SPLITS = ("train", "test")
-# Distinct spawn-key tags per split: the train and test random streams never overlap.
-_SPLIT_TAG = {"train": 0, "test": 1}
+SPLITS = ("train", "val", "test")
+# Distinct spawn-key tags per split: the train, validation and test random streams never
+# overlap ('val' is what ``slotmem compare`` selects learning rates on; tag 2 keeps the
+# existing train/test streams unchanged).
+_SPLIT_TAG = {"train": 0, "test": 1, "val": 2}
 
 
 def _check_int(name: str, value, minimum: int) -> None:
@@ -149,7 +151,7 @@ def _weighted_order_without_replacement(rng: np.random.Generator, n: int, k: int
 def generate_mqar(cfg: MQARConfig, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """Generate ``(inputs, labels)``, both ``LongTensor [N, T]`` (``N = num_examples``).
 
-    ``split`` ('train' or 'test') selects an independent random stream for the same
+    ``split`` ('train', 'val' or 'test') selects an independent random stream for the same
     ``seed``; the result is a deterministic function of ``(cfg, split)``.
     """
     if not isinstance(cfg, MQARConfig):

@@ -115,7 +115,8 @@ class TimeSeriesTaskConfig:
     """Forecasting (``slotmem.data.timeseries``): an ETT-layout CSV. The model is
     ``slotmem.train.forecast.ForecastModel``: one token per time step (a linear embedding
     of its channels), the backbone, and a head on the last hidden state (``head: last``)
-    or on all of them flattened (``head: flatten``); ``revin`` normalises each input window
+    or on all of them flattened (``head: flatten``); ``head: dlinear`` is the DLinear linear
+    baseline instead (no backbone; the model section is unused); ``revin`` normalises each input window
     per channel and undoes it on the forecast. ``max_eval_windows`` caps windows per split
     evaluation (0 = all)."""
 
@@ -489,7 +490,7 @@ def validate(cfg: Config) -> None:
         _positive("timeseries.horizon", ts.horizon)
         _choice("timeseries.features", ts.features, ("M", "S", "MS"))
         _choice("timeseries.protocol", ts.protocol, ("auto", "ETTh", "ETTm", "ratio"))
-        _choice("timeseries.head", ts.head, ("last", "flatten"))
+        _choice("timeseries.head", ts.head, ("last", "flatten", "dlinear"))
         r = ts.ratios
         if (len(r) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1 for x in r)
                 or abs(sum(r) - 1.0) > 1e-6):

@@ -429,9 +429,12 @@ class ForecastTask(Task):
         return batch["x"].shape[0] * batch["x"].shape[1]
 
     def build_net(self):
-        from .forecast import ForecastModel
+        from .forecast import DLinear, ForecastModel
 
         ts = self.cfg.timeseries
+        if ts.head == "dlinear":  # the linear reference: no backbone, the model section is unused
+            return DLinear(self.n_in, self.n_out, ts.lookback, ts.horizon, revin=ts.revin,
+                           target_index=self.groups[0].target_index)
         backbone = build_backbone(self.cfg.model)
         return ForecastModel(backbone, self.cfg.model.hidden_size, self.n_in, self.n_out, ts.lookback, ts.horizon,
                              head=ts.head, revin=ts.revin, target_index=self.groups[0].target_index)
@@ -452,7 +455,8 @@ class ForecastTask(Task):
         from .checkpoint import atomic_torch_save
 
         directory.mkdir(parents=True, exist_ok=True)
-        net.backbone.config.save_pretrained(str(directory / "backbone"))
+        if hasattr(net, "backbone"):
+            net.backbone.config.save_pretrained(str(directory / "backbone"))
         ts = self.cfg.timeseries
         atomic_torch_save({"state_dict": state_dict, "n_in": self.n_in, "n_out": self.n_out, "lookback": ts.lookback,
                            "horizon": ts.horizon, "head": ts.head, "revin": ts.revin,
