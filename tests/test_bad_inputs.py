@@ -177,7 +177,7 @@ RUN_CASES = [
     ("attn_layer_out_of_range", lambda t: ["model.attn_layers=[5]"], r"attn_layers \[5\] out of range"),
     ("extra_repeats_key", lambda t: ["model.extra={hidden_size: 8}"], r"'model.extra' repeats \['hidden_size'\]"),
     ("extra_unknown_key", lambda t: ["model.extra={nope: 1}"], r"unknown config key\(s\) \['nope'\]"),
-    ("vocab_zero", lambda t: ["model.vocab_size=0"], r"vocab_size must be >= 1, got 0"),
+    ("vocab_zero", lambda t: ["model.vocab_size=0"], r"vocab_size=0 is smaller than the data.s vocabulary \(64 ids"),
     ("attn_window_zero", lambda t: ["model.attn_window=0"], r"attn_window must be >= 1, got 0"),
     ("mqar_vocab_too_small", lambda t: ["model.vocab_size=32"], r"vocab_size=32 is smaller than the data's vocabulary \(64 ids"),
     ("lm_vocab_too_small", lambda t: _lm(t) + ["model.vocab_size=100"], r"vocab_size=100 is smaller than the data's vocabulary \(259 ids"),
