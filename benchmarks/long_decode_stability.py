@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def main():
     out.with_suffix(".json").write_text(json.dumps(dict(args=vars(args), rows=rows), indent=1))
     out.with_suffix(".md").write_text(f"Token-by-token decode, float32 state, layer defaults (hidden {args.hidden}, "
                                       f"{args.heads} heads), random inputs.\n\n`python benchmarks/long_decode_stability.py "
-                                      f"--tokens {args.tokens}`\n\n{table}\n")
+                                      f"{' '.join(sys.argv[1:])}`\n\n{table}\n")
 
 
 if __name__ == "__main__":
