@@ -91,7 +91,7 @@ VARIANTS = [("lattice", dict(eta_mode="slot")), ("lattice", dict(code_activation
             ("lattice", dict(num_slots=40, learn_initial_state=False)), ("lattice", dict(chunk_mode="linearized", read="before")),
             ("trellis", dict(learn_initial_state=True)), ("trellis", dict(phi="identity", f="softmax", psi="l2_silu")),
             ("trellis", dict(value_objective="decode", qk_l2norm=True, gamma_mode="sigmoid")),
-            ("trellis", dict(outer_grad="first_order", num_slots=3))]
+            ("trellis", dict(outer_grad="full", num_slots=3))]
 
 
 @pytest.mark.parametrize("variant,kw", VARIANTS)

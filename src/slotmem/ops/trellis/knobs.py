@@ -31,7 +31,7 @@ class TrellisKnobs:
     f: str = "ln_silu"
     psi: str = "ln_silu"
     value_objective: str = "encode"
-    outer_grad: str = "full"
+    outer_grad: str = "first_order"
     eps: float = 1e-5
 
     def __post_init__(self):
