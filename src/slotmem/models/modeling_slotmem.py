@@ -21,7 +21,6 @@ Generation (transformers 5.x ``GenerationMixin``):
 """
 from __future__ import annotations
 
-import inspect
 import os
 from pathlib import Path
 
@@ -29,25 +28,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from transformers import GenerationMixin, PreTrainedModel
+from transformers import initialization as _init  # init functions that skip already-loaded tensors
+from transformers.modeling_layers import GradientCheckpointingLayer as _BlockBase
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
-
-try:  # transformers >= 4.52
-    from transformers.modeling_layers import GradientCheckpointingLayer as _BlockBase
-except ImportError:  # pragma: no cover
-    _BlockBase = nn.Module
-try:  # transformers >= 5: init functions that skip already-loaded tensors
-    from transformers import initialization as _init
-except ImportError:  # pragma: no cover
-    _init = nn.init
 
 from ..layers import build_mixer
 from ..modules import RecurrentCache, SwiGLU
 from .manifest import verify_manifest
 from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig, check_mixers_registered
 
-# transformers >= 5 tells prepare_inputs_for_generation how many trailing tokens to feed
-# (``next_sequence_length``; None = all, e.g. one chunk of a chunked prefill).
-_HF_SLICES_INPUTS = "next_sequence_length" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
 # The generation cache's name in model inputs and outputs: ``cache`` in transformers >= 5.2x
 # (``past_key_values`` / ``cache_params`` deprecated there), ``past_key_values`` before.
 CACHE_NAME = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -299,7 +288,7 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
         num_items = kwargs.get("num_items_in_batch")
         return_dict = self.config.return_dict if return_dict is None else return_dict
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                         cache=take_cache(kwargs, cache=cache, past_key_values=past_key_values), use_cache=use_cache,
+                         cache=cache, past_key_values=past_key_values, use_cache=use_cache,
                          output_hidden_states=output_hidden_states, return_dict=True, cu_seqlens=cu_seqlens, **kwargs)
         hidden_states, cache = out.last_hidden_state, getattr(out, CACHE_NAME)
         if isinstance(logits_to_keep, int):
@@ -343,13 +332,11 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
                                       next_sequence_length=None, is_first_iteration=False, use_cache=True, **kwargs):
         """Feed only the tokens the cache has not seen: the last ``next_sequence_length`` tokens as
         transformers 5 computes them (the prompt at the prefill, 1 token after it; None = all, e.g.
-        one chunk of a chunked prefill); with transformers 4, ``T - cache.get_seq_length()``. The cache
-        comes under any of its names and goes to ``forward`` as ``CACHE_NAME``."""
+        one chunk of a chunked prefill). The cache comes under any of its names and goes to ``forward``
+        as ``CACHE_NAME``."""
         past_key_values = take_cache(kwargs)
         seen = past_key_values.get_seq_length() if past_key_values is not None else 0
         n = next_sequence_length
-        if not _HF_SLICES_INPUTS and n is None and seen and input_ids is not None and input_ids.shape[1] > seen:
-            n = input_ids.shape[1] - seen  # transformers 4.x: input_ids is the whole sequence so far
         if inputs_embeds is not None and (is_first_iteration or seen == 0):
             model_inputs = {"inputs_embeds": inputs_embeds if n is None else inputs_embeds[:, inputs_embeds.shape[1] - n:]}
         else:
