@@ -91,7 +91,7 @@ VARIANTS = [("lattice", dict(eta_mode="slot")), ("lattice", dict(code_activation
             ("lattice", dict(num_slots=40, learn_initial_state=False)), ("lattice", dict(chunk_mode="linearized", read="before")),
             ("trellis", dict(learn_initial_state=True)), ("trellis", dict(phi="identity", f="softmax", psi="l2_silu")),
             ("trellis", dict(value_objective="decode", qk_l2norm=True, gamma_mode="sigmoid")),
-            ("trellis", dict(outer_grad="full", num_slots=3))]
+            ("trellis", dict(outer_grad="full", num_slots=3)), ("trellis", dict(forget_gate=False))]
 
 
 @pytest.mark.parametrize("variant,kw", VARIANTS)
@@ -118,6 +118,21 @@ def test_trellis_gates_start_in_range():
     assert torch.allclose(gamma, torch.full_like(gamma, 1 / 16))
 
 
+def test_trellis_without_forget_gate_is_beta_one():
+    """forget_gate=False runs the op with beta = 1: the same output as a forget gate saturated at 1."""
+    torch.manual_seed(0)
+    gated = make_layer("trellis", chunk_size=4)
+    torch.manual_seed(0)
+    plain = make_layer("trellis", chunk_size=4, forget_gate=False)
+    assert plain.beta_proj is None
+    with torch.no_grad():
+        gated.beta_proj.weight.zero_()
+        gated.beta_proj.bias.fill_(1e4)  # logsigmoid(1e4) = 0 exactly in float64: beta = 1
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("beta_proj")})
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    assert max_err(plain(x)[0], gated(x)[0]) == 0
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="code_activation"):
         LatticeAttention(32, 2, code_activation="relu")
@@ -131,6 +146,8 @@ def test_bad_arguments_raise_clear_errors():
         LatticeAttention(32, 2, slot_renorm="often")
     with pytest.raises(ValueError, match="beta_init"):
         TrellisAttention(32, 2, beta_init=(0.99, 0.9))
+    with pytest.raises(ValueError, match="forget_gate"):
+        TrellisAttention(32, 2, forget_gate="no")
     with pytest.raises(TypeError, match="unknown argument"):
         TrellisAttention(32, 2, phi_="silu")
     with pytest.raises(ValueError, match="phi"):

@@ -21,7 +21,8 @@ class TrellisAttention(SlotMemoryLayer):
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
-    drawn so β starts in ``beta_init``, inner step ``γ = softplus(W_γ x + b)``
+    drawn so β starts in ``beta_init`` (``forget_gate=False``: β = 1, the paper's "no forget gate"
+    ablation), inner step ``γ = softplus(W_γ x + b)``
     (initialised near ``1/E‖k‖²``: ``1/head_dim`` for ``‖k‖² ≈ head_dim``, 1 with ``qk_l2norm``) or
     ``gamma_max · sigmoid(...)`` (gates in float32 even under autocast); initial memories ``M_0``
     learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
@@ -30,7 +31,8 @@ class TrellisAttention(SlotMemoryLayer):
     """
 
     def __init__(self, hidden_size: int, num_heads: int, num_slots: int = 64, head_dim: int | None = None, *,
-                 conv_size: int = 4, qk_l2norm: bool = False, beta_init: tuple[float, float] = (0.9, 0.99),
+                 conv_size: int = 4, qk_l2norm: bool = False, forget_gate: bool = True,
+                 beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "softplus", gamma_max: float = 1.0, chunk_size: int = 64,
                  learn_initial_state: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None, **knobs):
         super().__init__()
@@ -40,6 +42,8 @@ class TrellisAttention(SlotMemoryLayer):
         check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
         check_positive_float("gamma_max", gamma_max)
         lo, hi = _check_beta_init(beta_init)
+        if not isinstance(forget_gate, bool):
+            raise ValueError(f"forget_gate must be a bool, got {forget_gate!r}")
         unknown = set(knobs) - set(TrellisKnobs.__dataclass_fields__)
         if unknown:
             raise TypeError(f"TrellisAttention got unknown argument(s): {sorted(unknown)}")
@@ -50,14 +54,15 @@ class TrellisAttention(SlotMemoryLayer):
         self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
         self.conv = ShortConvolution(3 * H * d, conv_size, activation="silu")
         self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False)
-        self.beta_proj = nn.Linear(hidden_size, H, bias=True)
+        self.beta_proj = nn.Linear(hidden_size, H, bias=True) if forget_gate else None  # None: beta = 1
         self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
         self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
         self.o_norm = nn.RMSNorm(d, eps=norm_eps)
         self.o_proj = nn.Linear(H * d, hidden_size, bias=False)
         with torch.no_grad():
-            beta0 = torch.empty(H).uniform_(lo, hi)
-            self.beta_proj.bias.copy_(torch.log(beta0 / (1 - beta0)))
+            if forget_gate:
+                beta0 = torch.empty(H).uniform_(lo, hi)
+                self.beta_proj.bias.copy_(torch.log(beta0 / (1 - beta0)))
             # gamma starts at 1 / E||k||^2 (||k||^2 = 1 with qk_l2norm, ~head_dim otherwise), so that one
             # write moves z = M k by O(1); capped at half of gamma_max for the bounded parametrisation
             gamma0 = min(1.0 if self.qk_l2norm else 1.0 / d, 0.5 * self.gamma_max)
@@ -83,7 +88,10 @@ class TrellisAttention(SlotMemoryLayer):
         alpha = rearrange(self.alpha_proj(x), "b t (h m) -> b t h m", h=H)
         # gates in float32 (autocast off); log beta = logsigmoid(.), floored at float32's smallest normal
         # number so that log beta stays finite (beta = 1e-38 and beta = 0 both forget everything)
-        beta = F.logsigmoid(gate_logits(self.beta_proj, x)).exp().clamp_min(torch.finfo(torch.float32).tiny)
+        if self.beta_proj is None:  # no forget gate (the paper's ablation row): plain online GD, beta = 1
+            beta = x.new_ones(*x.shape[:2], H, dtype=torch.float32)
+        else:
+            beta = F.logsigmoid(gate_logits(self.beta_proj, x)).exp().clamp_min(torch.finfo(torch.float32).tiny)
         g = gate_logits(self.gamma_proj, x)
         gamma = F.softplus(g) if self.gamma_mode == "softplus" else self.gamma_max * torch.sigmoid(g)
         n = num_sequences(x, cu_seqlens)
