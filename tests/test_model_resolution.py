@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from slotmem.configs import builtin_names, builtin_path
-from slotmem.eval.compare import load_compare_config
+from slotmem.compare.runner import load_compare_config
 from slotmem.models.configuration_slotmem import load_config_file
 from slotmem.train.config import load_config
 from slotmem.train.tasks import build_backbone_config

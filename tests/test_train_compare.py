@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from slotmem.eval import compare as C
-from slotmem.eval.compare import DEFAULT_CONFIG, load_compare_config, run_compare
+from slotmem.compare import runner as C
+from slotmem.compare.runner import DEFAULT_CONFIG, load_compare_config, run_compare
 from slotmem.train.errors import ConfigError, NonFiniteError
 
 SHRINK = [
@@ -250,7 +250,7 @@ runs:
 
 
 def test_dlinear_decomposition_is_linear_in_time():
-    from slotmem.train.forecast import DLinear
+    from slotmem.models.forecasting import DLinear
 
     m = DLinear(n_in=3, n_out=3, lookback=12, horizon=5, kernel_size=5, revin=False)
     x = torch.randn(2, 12, 3)

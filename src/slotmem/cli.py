@@ -225,7 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     from .eval.cli import add_eval_parser
-    from .train.cli import add_compare_parser, add_train_parser
+    from .compare.cli import add_compare_parser
+    from .train.cli import add_train_parser
 
     add_train_parser(sub)
     add_compare_parser(sub)

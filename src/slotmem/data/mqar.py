@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")

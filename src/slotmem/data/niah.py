@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 HAYSTACKS = ("noise", "words")
 PREAMBLE = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 FORMATS = ("auto", "txt", "jsonl", "hf")
 _TXT_SUFFIXES = (".txt", ".text")

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 SPLITS = ("train", "val", "test")
 FEATURES = ("M", "S", "MS")

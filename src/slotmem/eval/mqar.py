@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import as_token_objective, eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .objectives import as_token_objective
 
 
 def evaluate_mqar_slices(model, slices, batch_size: int, info=None, autocast=None) -> dict:

@@ -18,7 +18,8 @@ import math
 import numpy as np
 import torch
 
-from .common import as_token_objective, eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .objectives import as_token_objective
 
 
 def _windows(tokens: torch.Tensor, length: int, max_tokens: int = 0) -> torch.Tensor:

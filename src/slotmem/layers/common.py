@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 CODE_ACTIVATIONS = ("identity", "silu", "softmax", "l2norm")
 

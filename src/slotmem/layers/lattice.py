@@ -1,4 +1,4 @@
-"""``LatticeAttention``: the Lattice token mixer (``shared/spec/lattice.md``, "Layer")."""
+"""``LatticeAttention``: the Lattice token mixer (``docs/lattice.md``, "Layer")."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""``TrellisAttention``: the Trellis token mixer (``shared/spec/trellis.md``, "Layer and block")."""
+"""``TrellisAttention``: the Trellis token mixer (``docs/trellis.md``, "Layer")."""
 from __future__ import annotations
 
 import math

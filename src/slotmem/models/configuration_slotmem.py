@@ -192,7 +192,7 @@ def _positive_int(name: str, value) -> None:
 
 
 class LatticeConfig(SlotMemConfig):
-    """``SlotMemConfig`` with ``mixer="lattice"`` (``shared/spec/lattice.md``)."""
+    """``SlotMemConfig`` with ``mixer="lattice"`` (``docs/lattice.md``)."""
 
     model_type = "slotmem_lattice"
     fixed_mixer: ClassVar[str | None] = "lattice"
@@ -200,7 +200,7 @@ class LatticeConfig(SlotMemConfig):
 
 
 class TrellisConfig(SlotMemConfig):
-    """``SlotMemConfig`` with ``mixer="trellis"`` (``shared/spec/trellis.md``)."""
+    """``SlotMemConfig`` with ``mixer="trellis"`` (``docs/trellis.md``)."""
 
     model_type = "slotmem_trellis"
     fixed_mixer: ClassVar[str | None] = "trellis"

@@ -107,12 +107,6 @@ def _scan(chunk_fn, seqs, state, anchor, offset, chunk_size, close_at_end):
     return outs, state, anchor
 
 
-def check_choice(name: str, value, choices: Sequence) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
-
-
 def check_no_extra(op: str, extra: dict) -> None:
     """Unknown keyword arguments are errors, never silently ignored."""
     if extra:

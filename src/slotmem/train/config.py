@@ -113,7 +113,7 @@ class LMTaskConfig:
 @dataclass
 class TimeSeriesTaskConfig:
     """Forecasting (``slotmem.data.timeseries``): an ETT-layout CSV. The model is
-    ``slotmem.train.forecast.ForecastModel``: one token per time step (a linear embedding
+    ``slotmem.models.forecasting.ForecastModel``: one token per time step (a linear embedding
     of its channels), the backbone, and a head on the last hidden state (``head: last``)
     or on all of them flattened (``head: flatten``); ``head: dlinear`` is the DLinear linear
     baseline instead (no backbone; the model section is unused); ``revin`` normalises each input window

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX
+from ..eval import evaluate_forecast, evaluate_mqar_slices, evaluate_nll, perplexity_vs_length
+from ..eval.objectives import ForecastObjective, TokenObjective
 from .config import Config, ModelConfig
 from .errors import ConfigError
 
@@ -133,58 +134,6 @@ def count_parameters(net: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
 
 
-# --------------------------------------------------------------------------- objectives
-
-
-class TokenObjective(nn.Module):
-    """Next-token cross-entropy on already-shifted labels (``-100`` = ignored).
-
-    The LM head runs only on the labelled positions (MQAR labels ~kv of T positions),
-    through the HF model's base model and output embeddings; the plain ``forward`` is the
-    fallback for models without them. Returns sums: ``loss_sum``, ``count``, ``hits``, and
-    with ``per_example`` the per-row ``row_hits`` / ``row_count``.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def _logits_at(self, input_ids, mask):
-        net = self.net
-        base = getattr(net, getattr(net, "base_model_prefix", ""), None)
-        head = net.get_output_embeddings() if hasattr(net, "get_output_embeddings") else None
-        if isinstance(base, nn.Module) and base is not net and head is not None:
-            h = base(input_ids=input_ids, use_cache=False).last_hidden_state
-            return head(h[mask])
-        return net(input_ids=input_ids, use_cache=False).logits[mask]
-
-    def forward(self, input_ids, labels, per_example: bool = False):
-        mask = labels != IGNORE_INDEX
-        logits = self._logits_at(input_ids, mask).float()
-        tgt = labels[mask]
-        loss_sum = F.cross_entropy(logits, tgt, reduction="sum")
-        hits = logits.argmax(-1) == tgt
-        out = {"loss_sum": loss_sum, "count": mask.sum(), "hits": hits.sum()}
-        if per_example:
-            rows = mask.nonzero()[:, 0]
-            out["row_hits"] = torch.bincount(rows, weights=hits.double(), minlength=labels.shape[0])
-            out["row_count"] = mask.sum(1)
-        return out
-
-
-class ForecastObjective(nn.Module):
-    """Squared and absolute error sums of a forecast ``net(x) -> [B, H, C]``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, y):
-        err = self.net(x).float() - y.float()
-        return {"loss_sum": err.square().sum(), "count": torch.tensor(err.numel(), device=err.device),
-                "abs_sum": err.abs().sum()}
-
-
 # --------------------------------------------------------------------------- tasks
 
 
@@ -283,8 +232,6 @@ class MQARTask(Task):
         return {"loss": sums["loss_sum"] / n, "acc": sums["hits"] / n}
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.mqar import evaluate_mqar_slices
-
         res = evaluate_mqar_slices(module, self.test_slices, batch_size, info)
         out = {"acc": res["acc"], "loss": res["loss"]}
         for r in res["slices"]:
@@ -349,15 +296,11 @@ class LMTask(Task):
         return out
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.perplexity import evaluate_nll
-
         res = evaluate_nll(module, self.data.val_tokens, self.cfg.lm.seq_len, batch_size, info,
                            max_tokens=self.cfg.lm.max_eval_tokens)
         return self._metrics(res["nll"])
 
     def extra_final(self, module, batch_size, info):
-        from ..eval.perplexity import perplexity_vs_length
-
         lengths = self.cfg.lm.eval_lengths
         if not lengths:
             return {}
@@ -429,7 +372,7 @@ class ForecastTask(Task):
         return batch["x"].shape[0] * batch["x"].shape[1]
 
     def build_net(self):
-        from .forecast import DLinear, ForecastModel
+        from ..models.forecasting import DLinear, ForecastModel
 
         ts = self.cfg.timeseries
         if ts.head == "dlinear":  # the linear reference: no backbone, the model section is unused
@@ -447,8 +390,6 @@ class ForecastTask(Task):
         return {"loss": sums["loss_sum"] / n, "mae": sums["abs_sum"] / n}
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.forecast import evaluate_forecast
-
         return evaluate_forecast(module, self.splits[split], batch_size, info, max_windows=self.cfg.timeseries.max_eval_windows)
 
     def export(self, net, state_dict, directory):

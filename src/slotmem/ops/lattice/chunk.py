@@ -1,4 +1,4 @@
-"""Chunk-parallel Lattice (``shared/spec/lattice.md``, "Chunk-wise parallel form").
+"""Chunk-parallel Lattice (``docs/lattice.md``, "Chunk-parallel form").
 
 Chunks run one after the other; inside a chunk everything is matmuls. Inner gradients are
 taken at the chunk-start state ``S0`` (``chunk_mode='stale'``) or the update is linearised

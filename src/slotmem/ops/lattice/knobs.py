@@ -1,4 +1,4 @@
-"""The Lattice knobs (``shared/spec/lattice.md``) and input validation shared by all forms.
+"""The Lattice knobs (``docs/lattice.md``, "Knobs") and input validation shared by all forms.
 
 Every default here is ours (a reconstruction), not a value taken from the paper.
 """
@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
+from ...checks import check_choice
+from ..utils import check_gate_dtype, check_no_extra, check_tensor
 
 OBJECTIVES = ("reconstruct", "similarity")
 SLOT_RENORMS = ("none", "step", "chunk")

@@ -1,4 +1,4 @@
-"""Chunk-parallel Trellis (``shared/spec/trellis.md``, "Chunk-wise parallel form").
+"""Chunk-parallel Trellis (``docs/trellis.md``, "Chunk-parallel form").
 
 Chunks run one after the other; inside a chunk everything is matmuls. Every inner gradient
 is taken at the chunk-start state ``M0`` (frozen Jacobian), so ``chunk_size=1`` is the exact

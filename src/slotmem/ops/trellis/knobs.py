@@ -1,4 +1,4 @@
-"""The Trellis knobs (``shared/spec/trellis.md``), the maps they name, and input validation.
+"""The Trellis knobs (``docs/trellis.md``, "Knobs"), the maps they name, and input validation.
 
 Every default here is ours (a reconstruction), not a value taken from the paper. All maps
 act on the last axis (the slot axis for ``phi`` and ``f``, the value axis for ``psi``).
@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
+from ...checks import check_choice
+from ..utils import check_gate_dtype, check_no_extra, check_tensor
 
 PHIS = ("identity", "silu", "ln_silu", "l2_silu")
 FS = ("ln_silu", "l2_silu", "softmax", "identity")

@@ -1,7 +1,7 @@
 """``slotmem compare``: train several models on the same task (MQAR, language modelling or
 forecasting) under one protocol, and report mean and spread over seeds in a table, plots and JSON.
 
-The protocol (``docs/spec``: evaluation.md, "Comparison protocol"), for every model and
+The protocol (the evaluation spec, "Comparison protocol"), for every model and
 every point of its sweep axis:
 
 1. **learning-rate sweep**: one run per lr of the model's grid (``protocol.lr_grid``, or the
@@ -316,7 +316,7 @@ def fit_and_score(cfg: Config, val_examples: int = 256, quiet: bool = True) -> d
 
 def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     from ..data import MQARConfig, generate_mqar
-    from .mqar import evaluate_mqar_slices
+    from ..eval.mqar import evaluate_mqar_slices
 
     q = cfg.mqar
     flags = in_distribution(cfg)
@@ -351,7 +351,7 @@ def lm_split_tokens(tokens):
 
 
 def _score_lm(task, cfg, module, bs, info, lengths):
-    from .perplexity import evaluate_nll, perplexity_vs_length
+    from ..eval.perplexity import evaluate_nll, perplexity_vs_length
 
     val_tok, test_tok = lm_split_tokens(task.data.val_tokens)
     mx = cfg.lm.max_eval_tokens
