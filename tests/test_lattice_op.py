@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slotmem.ops.lattice import chunk_lattice, default_state, fused_recurrent_lattice, naive_lattice
+from slotmem.ops.lattice import chunk_lattice, default_state, recurrent_lattice, naive_lattice
 
 from .conftest import max_err
 
@@ -57,9 +57,9 @@ def test_chunk_equals_stale_loop(knobs, C):
     assert_same(naive_lattice, chunk_lattice, inputs, dict(chunk_size=C, **knobs), dict(chunk_size=C, **knobs), 1e-10)
 
 
-def test_fused_recurrent_is_exact_recurrence():
+def test_recurrent_is_exact_recurrence():
     inputs = make_inputs()
-    assert_same(naive_lattice, fused_recurrent_lattice, inputs, {}, {}, 1e-10)
+    assert_same(naive_lattice, recurrent_lattice, inputs, {}, {}, 1e-10)
 
 
 def test_update_is_orthogonal_and_norm_update_exact():

@@ -29,7 +29,7 @@ from einops import rearrange
 
 from ..modules import RecurrentCache
 from ..ops.utils import check_cu_seqlens
-from .common import check_positive_float, check_positive_int, resolve_heads
+from ..checks import check_positive_float, check_positive_int, resolve_heads
 from .linear_attention import check_bool, check_layer_idx
 from .registry import register_mixer
 

@@ -16,7 +16,7 @@ Differences from fla's layers, on purpose:
   layer (fla: GLA ``expand_k = 0.5``, Gated DeltaNet ``head_dim = 256, expand_v = 2``), so that the
   recurrent state of every baseline is ``H · d · d`` floats by default, like Lattice's ``H · m · d``;
   pass ``head_dim`` / ``expand_v`` to reproduce fla's shapes;
-* padded batches are unpadded (``SlotMemoryLayer``), never zeroed; the state cache is a
+* padded batches are unpadded (``RecurrentMixer``), never zeroed; the state cache is a
   ``RecurrentCache`` entry ``dict(recurrent_state=..., conv_state=...)`` with fla's state layout
   ``[N, H, K, V]`` (GSA: the pair ``([N, H, K, M], [N, H, M, V])``), float32.
 
@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..modules import ShortConvolution
-from .base import SlotMemoryLayer
-from .common import check_choice, check_positive_float, check_positive_int, resolve_heads
+from .recurrent import RecurrentMixer
+from ..checks import check_choice, check_positive_float, check_positive_int, resolve_heads
 from .fla_ops import run_fla_op
 from .registry import register_mixer
 
@@ -57,7 +57,7 @@ def value_head_dim(head_dim: int, expand_v) -> int:
     return int(round(dv))
 
 
-class _FlaLayer(SlotMemoryLayer):
+class _FlaLayer(RecurrentMixer):
     """Shared plumbing: argument checks, the fused projection + short convolution, heads."""
 
     def state_size(self, seq_len: int = 0) -> int:

@@ -52,12 +52,6 @@ def build_backbone_config(m: ModelConfig, vocab_size: int, special_ids: dict | N
     d = model_config_dict(m, vocab_size)
     for k, v in (special_ids or {}).items():
         d.setdefault(k, v)
-    # Token ids outside a small vocabulary (MQAR, time series) are not special tokens.
-    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if k not in d:
-            default = getattr(cs.SlotMemConfig, k, None)
-            if default is not None and default >= d["vocab_size"]:
-                d[k] = None
     try:
         return cs.config_from_dict(d)
     except (TypeError, ValueError) as e:
@@ -79,7 +73,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = 
     from .. import models
 
     if m.pretrained:
-        from .checkpoint import verify_manifest
+        from ..models.manifest import verify_manifest
 
         p = Path(m.pretrained)
         if not (p / "config.json").is_file():

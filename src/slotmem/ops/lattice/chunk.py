@@ -3,7 +3,7 @@
 Chunks run one after the other; inside a chunk everything is matmuls. Inner gradients are
 taken at the chunk-start state ``S0`` (``chunk_mode='stale'``) or the update is linearised
 into a per-slot gate (``'linearized'``); the slot norms used by the reads are exact.
-``chunk_size=1`` is the exact recurrence, so ``fused_recurrent_lattice`` is this form with C=1.
+``chunk_size=1`` is the exact recurrence, so ``recurrent_lattice`` is this form with C=1.
 
 Notation per chunk (rows are the chunk's tokens): ``R`` residuals [C, d], ``P = R Ŝ0ᵀ``
 [C, m], ``Bm = η ⊙ K / n0`` [C, m], ``G = R Rᵀ`` [C, C]. In slot coordinates the running
@@ -58,7 +58,7 @@ def chunk_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False,
     return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
 
 
-def fused_recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, cu_seqlens=None, **knobs):
+def recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, cu_seqlens=None, **knobs):
     """The exact token-by-token recurrence (the decode path); same shapes as ``chunk_lattice``."""
     return chunk_lattice(q, k, v, eta, initial_state=initial_state, output_final_state=output_final_state,
                          chunk_size=1, cu_seqlens=cu_seqlens, **knobs)

@@ -2,7 +2,7 @@
 
 Chunks run one after the other; inside a chunk everything is matmuls. Every inner gradient
 is taken at the chunk-start state ``M0`` (frozen Jacobian), so ``chunk_size=1`` is the exact
-recurrence and ``fused_recurrent_trellis`` is this form with C=1.
+recurrence and ``recurrent_trellis`` is this form with C=1.
 
 Both passes write ``M <- beta M - gamma s eᵀ`` with a slot vector ``s`` [m] and a feature
 vector ``e`` [d]: pass 1 ``(u(Mk0 k), k)``; pass 2 ``(u(Mv0 v), v)`` (encode) or
@@ -20,7 +20,7 @@ from functools import partial
 import torch
 
 from ..utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, run_varlen, scan_chunks, state_dtype, tree_map
-from .knobs import TrellisKnobs, activation, check_inputs, parse_knobs, write_grad, zero_state
+from .knobs import TrellisKnobs, activation, check_inputs, parse_knobs, write_grad, default_state
 
 
 def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=64,
@@ -48,7 +48,7 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
     dv, m = v.shape[-1], alpha.shape[-1]
     dt = state_dtype(q)
     if initial_state is None:
-        initial_state = zero_state(B, H, m, dk, dv, dt, q.device)
+        initial_state = default_state(B, H, m, dk, dv, dt, q.device)
     initial_state = tree_map(lambda t: t.to(dt) if t.is_floating_point() else t, initial_state)
     qh, kh, vh, ah = (x.transpose(1, 2).to(dt) for x in (q, k, v, alpha))
     logb, gh = torch.log(beta.transpose(1, 2).to(dt)), gamma.transpose(1, 2).to(dt)
@@ -58,7 +58,7 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
     return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
 
 
-def fused_recurrent_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False,
+def recurrent_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False,
                             cu_seqlens=None, **knobs):
     """The exact token-by-token recurrence (the decode path); same shapes as ``chunk_trellis``."""
     return chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=initial_state,

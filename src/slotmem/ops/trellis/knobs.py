@@ -139,7 +139,7 @@ def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = Fals
             raise ValueError(f"initial_state {name} must be [{n}, H={H}, m={m}, {dname}={d}], got {tuple(x.shape)}")
 
 
-def zero_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
+def default_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
     """The state used when ``initial_state=None``: ``(Mk, Mv)`` zeros."""
     return (torch.zeros(batch, heads, m, dk, dtype=dtype, device=device),
             torch.zeros(batch, heads, m, dv, dtype=dtype, device=device))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
-from .knobs import activation, check_inputs, parse_knobs, write_grad, zero_state
+from .knobs import activation, check_inputs, parse_knobs, write_grad, default_state
 
 
 def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
@@ -30,7 +30,7 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         anchor, offset = tuple(s.to(dt) for s in initial_state.anchor), initial_state.offset
     else:
         check_inputs(q, k, v, alpha, beta, gamma, initial_state)
-        Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
+        Mk, Mv = default_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
         anchor, offset = (Mk, Mv), torch.zeros(B, dtype=torch.long, device=q.device)
     outs = []
     for t in range(T):
