@@ -16,18 +16,15 @@ from slotmem.configs import builtin_names, builtin_path
 from slotmem.compare.runner import load_compare_config
 from slotmem.models.configuration_slotmem import load_config_file
 from slotmem.train.config import load_config
-from slotmem.train.tasks import build_backbone_config
+from slotmem.train.config import model_config
+from slotmem.train.tasks import task_vocabulary
 
 FIXTURE = Path(__file__).parent / "data" / "shipped_model_configs.json"
 _VOLATILE = ("transformers_version",)
 
 
-def _vocab(cfg) -> int:
-    return {"mqar": cfg.mqar.vocab_size, "lm": 259, "timeseries": 1}[cfg.task]
-
-
 def _effective(cfg) -> dict:
-    model = build_backbone_config(cfg.model, _vocab(cfg)).to_dict()
+    model = model_config(cfg.model, task_vocabulary(cfg)[0]).to_dict()
     return {k: v for k, v in sorted(model.items()) if k not in _VOLATILE}
 
 

@@ -138,7 +138,7 @@ def test_default_config_and_presets():
     assert [u.cfg.model.mixer for u in comp.units] == ["lattice", "trellis", "gated_deltanet", "attention"]
     assert len({(u.cfg.model.hidden_size, u.cfg.model.num_hidden_layers, u.cfg.model.use_mlp) for u in comp.units}) == 1
     # the library defaults: no knob other than the state size and the compute blocking
-    assert all(set(u.cfg.model.mixer_kwargs) <= {"num_slots", "chunk_size"} for u in comp.units)
+    assert all(set(u.cfg.model.mixer_kwargs or {}) <= {"num_slots", "chunk_size"} for u in comp.units)
     full = load_compare_config(DEFAULT_CONFIG, preset="full")
     assert full.protocol.lr_grid == C.ZOOLOGY_LR_GRID and len(full.protocol.seeds) >= 3
     assert len(comp.protocol.lr_grid) >= 2 and comp.units[0].cfg.train.steps < full.units[0].cfg.train.steps

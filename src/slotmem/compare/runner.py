@@ -75,7 +75,7 @@ _NOT_IDENTITY = (("out_dir",), ("name",), ("train", "num_threads"), ("train", "p
 def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("mixer_kwargs", "extra"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("mixer_kwargs", "attn_kwargs"):
             out[k] = _merge(out[k], v)
         elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
@@ -314,14 +314,14 @@ def fit_and_score(cfg: Config, val_examples: int = 256, quiet: bool = True) -> d
 
 
 def _score_mqar(task, cfg, res, module, bs, info, val_examples):
-    from ..data import MQARConfig, generate_mqar
+    from ..data import generate_mqar
     from ..eval.mqar import evaluate_mqar_slices
 
     q = cfg.mqar
     flags = in_distribution(cfg)
     val_slices = []
     for s in q.test:
-        spec = MQARConfig(s.seq_len, s.num_kv_pairs, min(s.num_examples, val_examples), q.vocab_size, q.power_a, q.seed)
+        spec = q.slice_config(s, min(s.num_examples, val_examples))
         val_slices.append((spec, *generate_mqar(spec, "val")))
     v = evaluate_mqar_slices(module, val_slices, bs, info)
     accs = [r["acc"] for r in v["slices"]]

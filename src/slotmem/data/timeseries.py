@@ -25,8 +25,8 @@ standard code of Informer / Autoformer / Time-Series-Library (``Dataset_ETT_hour
 
 Not reproduced: the decoder ``label_len`` prefix of ``y`` and the calendar time
 features (``x_mark`` / ``y_mark``) of the Informer-family code.
-Metrics ``mse`` / ``mae`` average over every element (the standard test metric on
-normalised data).
+The metrics (MSE / MAE over every element of the normalised data, the standard protocol) are
+``slotmem.eval.forecast.evaluate_forecast``.
 """
 from __future__ import annotations
 
@@ -246,25 +246,3 @@ def load_forecast_splits(path, **kwargs) -> dict[str, ForecastDataset]:
     date_col = kwargs.pop("date_col", "date")
     table = read_series_csv(path, date_col)
     return {s: ForecastDataset(table, s, **kwargs) for s in SPLITS}
-
-
-def _as_pair(pred, true):
-    p = torch.as_tensor(pred, dtype=torch.float64)
-    t = torch.as_tensor(true, dtype=torch.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"pred {tuple(p.shape)} and true {tuple(t.shape)} must have the same shape")
-    if p.numel() == 0:
-        raise ValueError("mse/mae of empty arrays")
-    return p, t
-
-
-def mse(pred, true) -> float:
-    """Mean squared error over all elements (tensors or arrays of equal shape)."""
-    p, t = _as_pair(pred, true)
-    return float(((p - t) ** 2).mean())
-
-
-def mae(pred, true) -> float:
-    """Mean absolute error over all elements (tensors or arrays of equal shape)."""
-    p, t = _as_pair(pred, true)
-    return float((p - t).abs().mean())

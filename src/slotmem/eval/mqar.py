@@ -1,6 +1,6 @@
 """MQAR accuracy per held-out (T, kv) slice.
 
-Accuracy follows the Zoology protocol (``slotmem.data.mqar.mqar_accuracy``): per example,
+Accuracy follows the Zoology protocol: per example,
 the fraction of its query positions whose argmax prediction is the right value;
 averaged over examples. ``acc`` (the headline number) is the unweighted mean over slices.
 A slice whose logits hold NaN/Inf (a diverged model) reports ``acc = loss = nan``, never a

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..modules import ShortConvolution
+from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.lattice import LatticeKnobs, chunk_lattice
 from ..checks import check_choice, check_positive_float
 from .recurrent import num_sequences
@@ -29,9 +30,9 @@ class LatticeAttention(SlotMemoryMixer):
     knobs_class = LatticeKnobs
 
     def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = None, head_dim: int | None = None, *,
-                 conv_size: int = 4, code_activation: str = "l2norm", eta_mode: str = "head", eta_max: float = 1.0,
-                 chunk_size: int = 64, learn_initial_state: bool = True, norm_eps: float = 1e-5,
-                 layer_idx: int | None = None, **knobs):
+                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = True,
+                 norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 code_activation: str = "l2norm", eta_mode: str = "head", eta_max: float = 1.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_positive_float("eta_max", eta_max)
@@ -67,7 +68,7 @@ class LatticeAttention(SlotMemoryMixer):
         eta = rearrange(eta, "b t (h m) -> b t h m", h=H) if self.eta_mode == "slot" else eta
         s0 = resume_state(state, self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d), use_cache)
         o, final = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
-                                 chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+                                 chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, knobs=self.knobs)
         o = self.o_norm(o.to(x.dtype)) * F.silu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)

@@ -90,6 +90,12 @@ class _FlaLayer(RecurrentMixer):
     def _heads(self, t, d):
         return rearrange(t, "b t (h d) -> b t h d", d=d)
 
+    def _run(self, op: str, *args, state, conv_state, cu_seqlens, use_cache, **kw):
+        """fla's ``op`` on ``args`` from the cached recurrent state; returns ``(o [B, T, H, dv], cache entry)``."""
+        o, new_state = run_fla_op(op, *args, initial_state=None if state is None else state["recurrent_state"],
+                                  output_final_state=use_cache, cu_seqlens=cu_seqlens, **kw)
+        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+
 
 @register_mixer("gated_deltanet")
 class GatedDeltaNet(_FlaLayer):
@@ -130,11 +136,9 @@ class GatedDeltaNet(_FlaLayer):
         v = self._heads(v, self.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x).float()) * (2.0 if self.allow_neg_eigval else 1.0)
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
-        o, new_state = run_fla_op("gated_delta_rule", q, k, v, g, beta,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gated_delta_rule", q, k, v, g, beta, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("deltanet")
@@ -179,11 +183,9 @@ class DeltaNet(_FlaLayer):
         else:
             beta = x.new_ones(x.shape[:2] + (self.num_heads,), dtype=torch.float32)
         beta = beta * (2.0 if self.allow_neg_eigval else 1.0)
-        o, new_state = run_fla_op("delta_rule", q, k, v, beta,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("delta_rule", q, k, v, beta, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("gla")
@@ -219,11 +221,9 @@ class GatedLinearAttention(_FlaLayer):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
         q, k, v = self._heads(q, self.head_dim), self._heads(k, self.head_dim), self._heads(v, self.head_v_dim)
         gk = F.logsigmoid(self._heads(self.gk_proj(x), self.head_dim).float()) / self.gate_logit_normalizer
-        o, new_state = run_fla_op("gla", q, k, v, gk,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gla", q, k, v, gk, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("gsa")
@@ -263,11 +263,9 @@ class GatedSlotAttention(_FlaLayer):
         v = F.silu(self._heads(v, self.head_v_dim))
         f = F.logsigmoid(self._heads(self.f_proj(x), self.num_slots).float()) / self.gate_logit_normalizer
         s = 1 - f.exp()
-        o, new_state = run_fla_op("gsa", q, k, v, s, f, scale=1.0,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = self.o_proj(self.g_norm(F.silu(rearrange(o, "b t h d -> b t (h d)"))))
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gsa", q, k, v, s, f, scale=1.0, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return self.o_proj(self.g_norm(F.silu(rearrange(o, "b t h d -> b t (h d)")))), entry
 
 
 def _output(layer, o, x):

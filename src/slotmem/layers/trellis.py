@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from ..modules import ShortConvolution
+from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.trellis import TrellisKnobs, chunk_trellis
 from ..checks import check_choice, check_positive_float
 from .recurrent import num_sequences
@@ -33,10 +34,11 @@ class TrellisAttention(SlotMemoryMixer):
 
     knobs_class = TrellisKnobs
 
-    def __init__(self, hidden_size: int, num_heads: int, num_slots: int = 64, head_dim: int | None = None, *,
-                 conv_size: int = 4, qk_l2norm: bool = False, beta_init: tuple[float, float] = (0.9, 0.99),
-                 gamma_mode: str = "softplus", gamma_max: float = 1.0, chunk_size: int = 64,
-                 learn_initial_state: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None, **knobs):
+    def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = 64, head_dim: int | None = None, *,
+                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
+                 norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 qk_l2norm: bool = False, beta_init: tuple[float, float] = (0.9, 0.99), gamma_mode: str = "softplus",
+                 gamma_max: float = 1.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
@@ -87,7 +89,7 @@ class TrellisAttention(SlotMemoryMixer):
         fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
         o, final = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=resume_state(state, fresh, use_cache),
                                  output_final_state=use_cache, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
-                                 **vars(self.knobs))
+                                 knobs=self.knobs)
         o = self.o_norm(o.to(x.dtype)) * F.gelu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)

@@ -10,6 +10,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..checks import check_choice
+
 
 @dataclass(frozen=True)
 class ChunkCarry:
@@ -105,6 +107,15 @@ def _scan(chunk_fn, seqs, state, anchor, offset, chunk_size, close_at_end):
         if boundary:
             anchor = state
     return outs, state, anchor
+
+
+def check_knobs(knobs, choices: dict) -> None:
+    """A knob dataclass's values: each knob named in ``choices`` is one of its choices, ``knobs.eps`` a
+    float in (0, 1)."""
+    for name, allowed in choices.items():
+        check_choice(name, getattr(knobs, name), allowed)
+    if not (isinstance(knobs.eps, float) and 0.0 < knobs.eps < 1.0):
+        raise ValueError(f"eps must be a float in (0, 1), got {knobs.eps!r}")
 
 
 def check_no_extra(op: str, extra: dict) -> None:

@@ -18,44 +18,24 @@ import torch.nn as nn
 from ..data import IGNORE_INDEX
 from ..eval import evaluate_forecast, evaluate_mqar_slices, evaluate_nll, perplexity_vs_length
 from ..eval.objectives import ForecastObjective, TokenObjective
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, model_config
 from .errors import ConfigError
 
 
 # --------------------------------------------------------------------------- models
 
 
-def model_config_dict(m: ModelConfig, vocab_size: int) -> dict:
-    d = dict(
-        vocab_size=m.vocab_size if m.vocab_size is not None else vocab_size,
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_hidden_layers,
-        num_heads=m.num_heads,
-        mixer=m.mixer,
-        mixer_kwargs=dict(m.mixer_kwargs),
-        attn_layers=list(m.attn_layers),
-        attn_window=m.attn_window,
-        use_mlp=m.use_mlp,
-    )
-    clash = sorted(set(m.extra) & set(d))
-    if clash:
-        raise ConfigError(f"config key 'model.extra' repeats {clash}; set them in the model section itself")
-    d.update(m.extra)
-    return d
+def task_vocabulary(cfg: Config) -> tuple[int, dict]:
+    """``(vocab_size, special_ids)`` a task's data needs: the MQAR vocabulary; the tokenizer's size and
+    ``bos/eos/pad_token_id`` (LM); 1 for forecasting (inputs are embeddings, the vocabulary is unused)."""
+    if cfg.task == "mqar":
+        return cfg.mqar.vocab_size, {}
+    if cfg.task == "lm":
+        from ..data import load_tokenizer, special_token_ids
 
-
-def build_backbone_config(m: ModelConfig, vocab_size: int, special_ids: dict | None = None):
-    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section.
-    ``special_ids``: ``bos/eos/pad_token_id`` of the tokenizer (``model.extra`` may override them)."""
-    from ..models import configuration_slotmem as cs
-
-    d = model_config_dict(m, vocab_size)
-    for k, v in (special_ids or {}).items():
-        d.setdefault(k, v)
-    try:
-        return cs.config_from_dict(d)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model section: {e}") from None
+        tok = load_tokenizer(cfg.lm.tokenizer)
+        return len(tok), special_token_ids(tok)
+    return 1, {}
 
 
 def _check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
@@ -88,7 +68,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = 
         _check_vocab(net.config.vocab_size, vocab_size, f"the pretrained model's ({p})")
         return net
     _check_vocab(m.vocab_size if m.vocab_size is not None else vocab_size, vocab_size, "config key 'model.vocab_size':")
-    cfg = build_backbone_config(m, vocab_size, special_ids)
+    cfg = model_config(m, vocab_size, special_ids)
     try:
         return models.model_for_causal_lm(cfg)
     except (TypeError, ValueError) as e:
@@ -100,7 +80,7 @@ def build_backbone(m: ModelConfig) -> nn.Module:
     is unused and frozen."""
     from .. import models
 
-    cfg = build_backbone_config(m, vocab_size=1)
+    cfg = model_config(m, vocab_size=1)
     try:
         net = models.modeling_slotmem.MODEL_CLASSES[cfg.model_type][0](cfg)
     except (TypeError, ValueError) as e:
@@ -181,24 +161,34 @@ def _take_tokens(inputs: torch.Tensor, labels: torch.Tensor, idx) -> dict:
     return {"input_ids": inputs[i], "labels": labels[i]}
 
 
-class MQARTask(Task):
+class _TokenTask(Task):
+    """A task on token sequences (``input_ids``, ``labels``) trained with next-token cross-entropy."""
+
+    def tokens(self, batch):
+        return batch["input_ids"].numel()
+
+    def objective(self, net):
+        return TokenObjective(net)
+
+
+class MQARTask(_TokenTask):
     name = "mqar"
     periodic_splits = ("test",)
     final_splits = ("test",)
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        from ..data import MQARConfig, generate_mqar
+        from ..data import generate_mqar
 
         q = cfg.mqar
         self.vocab_size = q.vocab_size
         for s in q.train:
-            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "train")
+            inp, lab = generate_mqar(q.slice_config(s), "train")
             self.groups.append((inp, lab))
             self.group_names.append(f"mqar.train (T={s.seq_len}, kv={s.num_kv_pairs})")
         self.test_slices = []
         for s in q.test:
-            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "test")
+            inp, lab = generate_mqar(q.slice_config(s), "test")
             self.test_slices.append((s, inp, lab))
 
     @property
@@ -212,14 +202,8 @@ class MQARTask(Task):
         lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
         return int((lab != IGNORE_INDEX).sum())
 
-    def tokens(self, batch):
-        return batch["input_ids"].numel()
-
     def build_net(self):
         return build_causal_lm(self.cfg.model, self.vocab_size)
-
-    def objective(self, net):
-        return TokenObjective(net)
 
     def train_metrics(self, sums):
         n = max(sums["count"], 1)
@@ -233,7 +217,7 @@ class MQARTask(Task):
         return out
 
 
-class LMTask(Task):
+class LMTask(_TokenTask):
     name = "lm"
     periodic_splits = ("val",)
     final_splits = ("val",)
@@ -256,7 +240,7 @@ class LMTask(Task):
         self.data = data
         self.tokenizer = data.tokenizer
         self.vocab_size = len(data.tokenizer)
-        self.windows = _windows(data.train)
+        self.windows = data.train.windows()
         self.groups = [self.windows]
         self.group_names = [f"lm.source ({data.train_tokens.numel()} train tokens, seq_len={lm.seq_len})"]
         self.is_bytes = is_byte_tokenizer(self.tokenizer)
@@ -272,16 +256,10 @@ class LMTask(Task):
     def target_count(self, group, idx):
         return len(idx) * self.cfg.lm.seq_len
 
-    def tokens(self, batch):
-        return batch["input_ids"].numel()
-
     def build_net(self):
         from ..data import special_token_ids
 
         return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
-
-    def objective(self, net):
-        return TokenObjective(net)
 
     def _metrics(self, nll: float) -> dict:
         out = {"loss": nll, "ppl": math.exp(min(nll, 50.0))}
@@ -310,11 +288,6 @@ class LMTask(Task):
         super().export(net, state_dict, directory)
         if hasattr(self.tokenizer, "save_pretrained"):
             self.tokenizer.save_pretrained(str(directory))
-
-
-def _windows(ds) -> torch.Tensor:
-    """All ``[N, seq_len + 1]`` windows of an ``LMDataset`` as one view."""
-    return ds.tokens.unfold(0, ds.seq_len + 1, ds.stride)[: len(ds)]
 
 
 def _check_sources(source, fmt):

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...checks import check_choice
-from ..utils import check_gate_dtype, check_no_extra, check_tensor
+from ..utils import check_gate_dtype, check_knobs, check_tensor
 
 OBJECTIVES = ("reconstruct", "similarity")
 SLOT_RENORMS = ("none", "step", "chunk")
@@ -34,19 +33,8 @@ class LatticeKnobs:
     eps: float = 1e-6
 
     def __post_init__(self):
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_choice("slot_renorm", self.slot_renorm, SLOT_RENORMS)
-        check_choice("chunk_mode", self.chunk_mode, CHUNK_MODES)
-        check_choice("read", self.read, READS)
-        check_choice("outer_grad", self.outer_grad, OUTER_GRADS)
-        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
-            raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}")
-
-
-def parse_knobs(op: str, knobs: dict) -> LatticeKnobs:
-    names = set(LatticeKnobs.__dataclass_fields__)
-    check_no_extra(op, {k: v for k, v in knobs.items() if k not in names})
-    return LatticeKnobs(**knobs)
+        check_knobs(self, {"objective": OBJECTIVES, "slot_renorm": SLOT_RENORMS, "chunk_mode": CHUNK_MODES,
+                           "read": READS, "outer_grad": OUTER_GRADS})
 
 
 def check_inputs(q, k, v, eta, initial_state, packed: bool = False) -> None:

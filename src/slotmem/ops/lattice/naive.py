@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from ..driver import resolve_knobs
 from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
-from .knobs import check_inputs, default_state, parse_knobs
+from .knobs import LatticeKnobs, check_inputs, default_state
 
 
 def _norms(S: torch.Tensor, eps: float) -> torch.Tensor:
@@ -17,13 +18,14 @@ def _norms(S: torch.Tensor, eps: float) -> torch.Tensor:
     return S.pow(2).sum(-1).sqrt().clamp_min(eps)
 
 
-def naive_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
+def naive_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=1, knobs=None,
+                  **knob_kwargs):
     """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] or [B, T, H, m].
 
     State ``[B, H, m, d]`` (row i = slot i), or a ``ChunkCarry`` (the chunk grid continues from the
     previous call; one is returned). Returns ``(o [B, T, H, d], final_state or None)``.
     """
-    kn = parse_knobs("naive_lattice", knobs)
+    kn = resolve_knobs("naive_lattice", LatticeKnobs, knobs, knob_kwargs)
     check_chunk_size(chunk_size)
     B, T, H, m = q.shape
     d = v.shape[-1]

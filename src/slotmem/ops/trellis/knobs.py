@@ -10,8 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ...checks import check_choice
-from ..utils import check_gate_dtype, check_no_extra, check_tensor
+from ..utils import check_gate_dtype, check_knobs, check_tensor
 
 PHIS = ("identity", "silu", "ln_silu", "l2_silu")
 FS = ("ln_silu", "l2_silu", "softmax", "identity")
@@ -36,19 +35,8 @@ class TrellisKnobs:
     eps: float = 1e-5
 
     def __post_init__(self):
-        check_choice("phi", self.phi, PHIS)
-        check_choice("f", self.f, FS)
-        check_choice("psi", self.psi, PSIS)
-        check_choice("value_objective", self.value_objective, VALUE_OBJECTIVES)
-        check_choice("outer_grad", self.outer_grad, OUTER_GRADS)
-        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
-            raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}")
-
-
-def parse_knobs(op: str, knobs: dict) -> TrellisKnobs:
-    names = set(TrellisKnobs.__dataclass_fields__)
-    check_no_extra(op, {k: v for k, v in knobs.items() if k not in names})
-    return TrellisKnobs(**knobs)
+        check_knobs(self, {"phi": PHIS, "f": FS, "psi": PSIS, "value_objective": VALUE_OBJECTIVES,
+                           "outer_grad": OUTER_GRADS})
 
 
 def _normalise(x: torch.Tensor, kind: str, eps: float):

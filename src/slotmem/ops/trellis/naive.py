@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import torch
 
+from ..driver import resolve_knobs
 from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
-from .knobs import activation, check_inputs, parse_knobs, write_grad, default_state
+from .knobs import TrellisKnobs, activation, check_inputs, default_state, write_grad
 
 
-def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
+def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1,
+                  knobs=None, **knob_kwargs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H].
 
     State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default, or a ``ChunkCarry`` (the chunk
     grid continues from the previous call; one is returned). Returns ``(o [B, T, H, dv], state or None)``.
     """
-    kn = parse_knobs("naive_trellis", knobs)
+    kn = resolve_knobs("naive_trellis", TrellisKnobs, knobs, knob_kwargs)
     check_chunk_size(chunk_size)
     B, T, H, dk = q.shape
     dv, m = v.shape[-1], alpha.shape[-1]
