@@ -2,6 +2,7 @@
 Each raises ``ValueError`` naming the argument and the bad value."""
 from __future__ import annotations
 
+import numbers
 from typing import Sequence
 
 
@@ -12,7 +13,8 @@ def check_choice(name: str, value, choices: Sequence) -> None:
 
 
 def check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    """An integer >= 1 (a Python or NumPy integer; not a bool)."""
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
 
 

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checks import check_choice
+from ..checks import check_choice, check_positive_int
 
 FORMATS = ("auto", "txt", "jsonl", "hf")
 _TXT_SUFFIXES = (".txt", ".text")
@@ -353,11 +353,9 @@ class LMDataset(Dataset):
     def __init__(self, tokens: torch.Tensor, seq_len: int, stride: int | None = None) -> None:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
             raise ValueError(f"tokens must be a 1-D tensor, got {getattr(tokens, 'shape', type(tokens))}")
-        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+        check_positive_int("seq_len", seq_len)
         stride = seq_len if stride is None else stride
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            raise ValueError(f"stride must be a positive int, got {stride!r}")
+        check_positive_int("stride", stride)
         n = num_windows(tokens.numel(), seq_len, stride)
         if n == 0:
             raise ValueError(

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..checks import check_choice
+from ..checks import check_choice, check_positive_int
 
 SPLITS = ("train", "val", "test")
 FEATURES = ("M", "S", "MS")
@@ -143,11 +143,6 @@ def split_borders(
     return {"train": (b[0], b[1]), "val": (b[1] - lookback, b[2]), "test": (b[2] - lookback, b[3])}
 
 
-def _check_pos_int(name: str, v) -> None:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-
 class ForecastDataset(Dataset):
     """Sliding forecasting windows of one split; item ``i`` is ``(x [L, C_in], y [H, C_out])`` float32.
 
@@ -174,8 +169,8 @@ class ForecastDataset(Dataset):
     ) -> None:
         check_choice("split", split, SPLITS)
         check_choice("features", features, FEATURES)
-        _check_pos_int("lookback", lookback)
-        _check_pos_int("horizon", horizon)
+        check_positive_int("lookback", lookback)
+        check_positive_int("horizon", horizon)
         table = source if isinstance(source, SeriesTable) else read_series_csv(source, date_col)
         if target not in table.columns:
             raise ValueError(f"{table.path}: target column {target!r} not found; channels are {table.columns}")

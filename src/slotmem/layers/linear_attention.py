@@ -87,6 +87,13 @@ class _FlaLayer(RecurrentMixer):
                                       output_final_state=use_cache, cu_seqlens=cu_seqlens)
         return torch.split(y, self.qkv_sizes, dim=-1), conv_state
 
+    def _build_output(self, gate: bool, norm_eps: float) -> None:
+        """The output block's parameters (see ``_output``): optional SiLU gate, per-head RMSNorm, projection."""
+        H, dv = self.num_heads, self.head_v_dim
+        self.g_proj = nn.Linear(self.hidden_size, H * dv, bias=False) if gate else None
+        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
+        self.o_proj = nn.Linear(H * dv, self.hidden_size, bias=False)
+
     def _heads(self, t, d):
         return rearrange(t, "b t (h d) -> b t h d", d=d)
 
@@ -123,9 +130,7 @@ class GatedDeltaNet(_FlaLayer):
         self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(H))
         self.A_log._no_weight_decay = self.dt_bias._no_weight_decay = True
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
@@ -165,9 +170,7 @@ class DeltaNet(_FlaLayer):
         H, dk, dv = num_heads, self.head_dim, self.head_v_dim
         self._build_qkv([H * dk, H * dk, H * dv])
         self.b_proj = nn.Linear(hidden_size, H, bias=False) if use_beta else None
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
@@ -213,9 +216,7 @@ class GatedLinearAttention(_FlaLayer):
         self._build_qkv([H * dk, H * dk, H * dv])
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, H * dk, bias=True))
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_output_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_output_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)

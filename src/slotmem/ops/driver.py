@@ -2,7 +2,8 @@
 packed sequences (``cu_seqlens``), the state dtype, the chunk-grid carry and the scan over chunks.
 
 An op brings an ``OpSpec`` (how to check its inputs, its default state, how to lay its inputs out
-per head, and its one-chunk function); everything else is here, once.
+per head, and its one-chunk function); everything else is here, once. The reference loops
+(``naive_*``) share their start and end here too (``start_naive``, ``finish_naive``).
 """
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable
 
+import torch
+
 from .utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, check_no_extra, run_varlen, scan_chunks
-from .utils import state_dtype, tree_map
+from .utils import state_dtype, tree_map, tree_where
 
 DEFAULT_CHUNK_SIZE = 64  # the one default of every chunked op and slot-memory layer
 
@@ -74,3 +77,34 @@ def _run_dense(spec: OpSpec, *inputs, knobs, chunk_size: int, initial_state, out
     B, _, H = q.shape[:3]
     o = seqs[2].new_zeros(B, H, 0, v.shape[-1]) if o is None else o
     return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
+
+
+def start_naive(check_inputs: Callable, default_state: Callable, inputs: tuple, initial_state, chunk_size: int):
+    """The start of a reference loop: validation, then ``(state, anchor, offset [B], carry, dtype)`` in the
+    state dtype. ``carry``: whether ``initial_state`` was a ``ChunkCarry`` (the grid continues)."""
+    check_chunk_size(chunk_size)
+    q = inputs[0]
+    dt = state_dtype(q)
+
+    def to_dt(s):
+        return tree_map(lambda t: t.to(dt), s)
+
+    if isinstance(initial_state, ChunkCarry):
+        check_carry(initial_state, q.shape[0], chunk_size, lambda s: check_inputs(*inputs, s))
+        return to_dt(initial_state.state), to_dt(initial_state.anchor), initial_state.offset, True, dt
+    check_inputs(*inputs, initial_state)
+    state = default_state(*inputs, dt) if initial_state is None else to_dt(initial_state)
+    return state, state, torch.zeros(q.shape[0], dtype=torch.long, device=q.device), False, dt
+
+
+def finish_naive(outs: list, v, dtype, state, anchor, offset, carry: bool, chunk_size: int, output_final_state: bool):
+    """The end of a reference loop: ``(o [B, T, H, dv] in v's dtype, final state, a ChunkCarry or None)``
+    from the per-token outputs ``outs`` ([B, H, dv] each)."""
+    B, T, H, dv = v.shape
+    o = (torch.stack(outs, dim=1) if outs else v.new_zeros(B, 0, H, dv, dtype=dtype)).to(v.dtype)
+    if not output_final_state:
+        return o, None
+    if not carry:
+        return o, state
+    new_offset = (offset + T) % chunk_size
+    return o, ChunkCarry(state, tree_where(new_offset == 0, state, anchor), new_offset)

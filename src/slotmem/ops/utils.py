@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from ..checks import check_choice
+from ..checks import check_choice, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -153,8 +153,7 @@ def state_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def check_chunk_size(chunk_size) -> None:
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int) -> None:

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
-from .knobs import LatticeKnobs, check_inputs, default_state
+from .knobs import LatticeKnobs, check_inputs, default_state_like
 
 
 def chunk_lattice(q, k, v, eta, *, knobs: LatticeKnobs | None = None, initial_state=None, output_final_state=False,
@@ -41,11 +41,6 @@ def recurrent_lattice(q, k, v, eta, *, knobs: LatticeKnobs | None = None, initia
     """The exact token-by-token recurrence (the decode path): ``chunk_lattice`` with ``chunk_size=1``."""
     return chunk_lattice(q, k, v, eta, knobs=knobs, initial_state=initial_state, output_final_state=output_final_state,
                          chunk_size=1, cu_seqlens=cu_seqlens, **knob_kwargs)
-
-
-def _default_state(q, k, v, eta, dtype):
-    B, _, H, m = q.shape
-    return default_state(B, H, m, v.shape[-1], dtype, q.device)
 
 
 def _to_heads(q, k, v, eta, dtype):
@@ -152,4 +147,4 @@ def _norm_scan(Bm, P, G, W0, h, n0sq, gate, kn: LatticeKnobs):
     return torch.stack(Be_rows, dim=-2), torch.stack(n2_rows, dim=-2)
 
 
-_LATTICE = OpSpec(check_inputs, _default_state, _to_heads, _chunk)
+_LATTICE = OpSpec(check_inputs, default_state_like, _to_heads, _chunk)

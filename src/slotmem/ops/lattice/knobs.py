@@ -71,3 +71,9 @@ def default_state(batch: int, heads: int, m: int, d: int, dtype, device) -> torc
     eye = torch.eye(d, dtype=dtype, device=device)
     rows = eye[torch.arange(m, device=device) % d]
     return rows.expand(batch, heads, m, d).clone()
+
+
+def default_state_like(q, k, v, eta, dtype) -> torch.Tensor:
+    """``default_state`` for the op's inputs (shapes as ``check_inputs``)."""
+    B, _, H, m = q.shape
+    return default_state(B, H, m, v.shape[-1], dtype, q.device)

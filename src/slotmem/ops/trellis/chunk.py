@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
-from .knobs import TrellisKnobs, activation, check_inputs, default_state, write_grad
+from .knobs import TrellisKnobs, activation, check_inputs, default_state_like, write_grad
 
 
 def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
@@ -42,11 +42,6 @@ def recurrent_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None
     """The exact token-by-token recurrence (the decode path): ``chunk_trellis`` with ``chunk_size=1``."""
     return chunk_trellis(q, k, v, alpha, beta, gamma, knobs=knobs, initial_state=initial_state,
                          output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens, **knob_kwargs)
-
-
-def _default_state(q, k, v, alpha, beta, gamma, dtype):
-    B, _, H, dk = q.shape
-    return default_state(B, H, alpha.shape[-1], dk, v.shape[-1], dtype, q.device)
 
 
 def _to_heads(q, k, v, alpha, beta, gamma, dtype):
@@ -90,4 +85,4 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
     return o, (Mk, Mv)
 
 
-_TRELLIS = OpSpec(check_inputs, _default_state, _to_heads, _chunk)
+_TRELLIS = OpSpec(check_inputs, default_state_like, _to_heads, _chunk)

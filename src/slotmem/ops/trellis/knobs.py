@@ -131,3 +131,9 @@ def default_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, devic
     """The state used when ``initial_state=None``: ``(Mk, Mv)`` zeros."""
     return (torch.zeros(batch, heads, m, dk, dtype=dtype, device=device),
             torch.zeros(batch, heads, m, dv, dtype=dtype, device=device))
+
+
+def default_state_like(q, k, v, alpha, beta, gamma, dtype):
+    """``default_state`` for the op's inputs (shapes as ``check_inputs``)."""
+    B, _, H, dk = q.shape
+    return default_state(B, H, alpha.shape[-1], dk, v.shape[-1], dtype, q.device)
