@@ -191,8 +191,7 @@ def test_second_trainer_in_the_same_process_is_refused(tmp_path):
 
 _KILL_ON_SECOND_SAVE = textwrap.dedent("""
     import os, signal, sys
-    from slotmem.models import manifest
-from slotmem.train import checkpoint as ckpt
+    from slotmem.train import checkpoint as ckpt
     from slotmem.train.config import load_config
     from slotmem.train.trainer import train
     real = os.replace

@@ -1,7 +1,7 @@
 """``SlotMemoryMixer``: what the two slot-memory mixers (``LatticeAttention``, ``TrellisAttention``)
 share and the baselines do not: the head and slot layout, the chunk size, the op's knobs (one
-frozen dataclass, built and validated once at construction), the learned initial memory, and
-the chunk-grid carry in the decode cache."""
+frozen dataclass, built and validated once at construction), the code activations, float32 gate
+logits, unit-row initial memories (``unit_rows``), and the chunk-grid carry in the decode cache."""
 from __future__ import annotations
 
 import dataclasses
