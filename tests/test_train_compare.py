@@ -10,6 +10,7 @@ import torch
 
 from slotmem.compare import runner as C
 from slotmem.compare.runner import DEFAULT_CONFIG, load_compare_config, run_compare
+from slotmem.train.config import load_config, to_dict
 from slotmem.train.errors import ConfigError, NonFiniteError
 
 SHRINK = [
@@ -138,7 +139,7 @@ def test_default_config_and_presets():
     assert [u.cfg.model.mixer for u in comp.units] == ["lattice", "trellis", "gated_deltanet", "attention"]
     assert len({(u.cfg.model.hidden_size, u.cfg.model.num_hidden_layers, u.cfg.model.use_mlp) for u in comp.units}) == 1
     # the library defaults: no knob other than the state size and the compute blocking
-    assert all(set(u.cfg.model.mixer_kwargs or {}) <= {"num_slots", "chunk_size"} for u in comp.units)
+    assert all(set(u.cfg.model.mixer_kwargs) <= {"num_slots", "chunk_size"} for u in comp.units)
     full = load_compare_config(DEFAULT_CONFIG, preset="full")
     assert full.protocol.lr_grid == C.ZOOLOGY_LR_GRID and len(full.protocol.seeds) >= 3
     assert len(comp.protocol.lr_grid) >= 2 and comp.units[0].cfg.train.steps < full.units[0].cfg.train.steps
@@ -299,3 +300,15 @@ runs:
     assert row["sweep_metric"].startswith("val NLL") and row["lr"] in (1e-3, 1e-2)
     assert all(1.0 < row["metrics"][k]["mean"] < 1e4 for k in row["metrics"])
     assert (tmp_path / "o" / "ppl_vs_context.png").stat().st_size > 10_000
+
+
+def test_run_identity_survives_the_model_schema_change():
+    """Hashes recorded by the code before the model section became SlotMemConfig's fields (issue 13):
+    finished runs of an earlier comparison are found again; a key added then changes the hash only
+    when set away from its default."""
+    cases = [(["model.mixer=lattice", "model.mixer_kwargs={num_slots: 8, chunk_size: 16}"], "8075085b"),
+             (["model.mixer=gated_deltanet", "model.attn_layers=[1]", "model.attn_window=32"], "3020bfc1")]
+    for overrides, recorded in cases:
+        assert C.identity_hash(to_dict(load_config(None, ["task=mqar", *overrides]))) == recorded
+        changed = load_config(None, ["task=mqar", *overrides, "model.norm_eps=1e-6"])
+        assert C.identity_hash(to_dict(changed)) != recorded

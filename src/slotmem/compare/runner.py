@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..configs import builtin_path
-from ..train.config import Config, apply_overrides, config_from_dict, read_yaml, to_dict
+from ..train.config import Config, apply_overrides, config_from_dict, model_identity, read_yaml, to_dict
 from ..train.errors import ConfigError, NonFiniteError
 
 DEFAULT_CONFIG = builtin_path("compare_mqar")
@@ -262,8 +262,10 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
 
 
 def identity_hash(cfg_dict: dict) -> str:
-    """A short hash of everything in a run's config that changes its result."""
+    """A short hash of everything in a run's config that changes its result (the model section in the
+    form ``model_identity`` gives, so that runs recorded before the section changed are found again)."""
     d = copy.deepcopy(cfg_dict)
+    d["model"] = model_identity(d["model"])
     for keys in _NOT_IDENTITY:
         node = d
         for k in keys[:-1]:

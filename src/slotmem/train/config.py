@@ -40,13 +40,20 @@ BACKENDS = ("auto", "gloo", "nccl")
 # --------------------------------------------------------------------------- schema
 
 
+_EMPTY = {"mixer_kwargs": dict, "attn_layers": list, "attn_kwargs": dict}  # SlotMemConfig reads None as these
+
+
 def _model_section_fields() -> list:
-    """``SlotMemConfig``'s fields with their types and defaults, except that ``vocab_size`` defaults
-    to None (the task's vocabulary), plus ``pretrained``."""
+    """``SlotMemConfig``'s fields with their types and defaults (an empty mapping or list where it reads
+    None as one), except that ``vocab_size`` defaults to None (the task's vocabulary), plus ``pretrained``."""
     out = []
     for f in config_fields():
-        tp, default = (Optional[int], None) if f.name == "vocab_size" else (f.type, f.default)
-        out.append((f.name, tp, field(default=default)))
+        if f.name == "vocab_size":
+            out.append((f.name, Optional[int], field(default=None)))
+        elif f.name in _EMPTY:
+            out.append((f.name, f.type, field(default_factory=_EMPTY[f.name])))
+        else:
+            out.append((f.name, f.type, field(default=f.default)))
     return out + [("pretrained", Optional[str], field(default=None))]
 
 
@@ -57,6 +64,22 @@ ModelConfig.__doc__ = """The backbone: the fields of ``SlotMemConfig`` (``slotme
     ``deltanet``, ``gla``, ``gsa``, ``mamba2``). Two keys are the trainer's own: ``vocab_size`` (None: the
     task's vocabulary, the MQAR vocabulary or the tokenizer's size) and ``pretrained`` (a directory saved
     with ``save_pretrained`` to start from instead; LM task). ``model_config`` turns it into the model's config."""
+
+
+# The model section's keys before it became SlotMemConfig's fields (it also had `extra`, now gone).
+_V1_MODEL_KEYS = ("mixer", "hidden_size", "num_hidden_layers", "num_heads", "use_mlp", "mixer_kwargs", "attn_layers",
+                  "attn_window", "vocab_size", "pretrained")
+
+
+def model_identity(model: dict) -> dict:
+    """A ``model:`` section (as a dict) in the form it had before it became ``SlotMemConfig``'s fields:
+    the keys added then are left out while they hold their defaults, and the old ``extra: {}`` is put
+    back. Resuming a checkpoint and ``slotmem compare``'s run identities compare this form, so that runs
+    recorded before the change are found again and the same model always compares equal."""
+    defaults = to_dict(ModelConfig())
+    out = {k: v for k, v in model.items() if k in _V1_MODEL_KEYS or k not in defaults or v != defaults[k]}
+    out.setdefault("extra", {})
+    return out
 
 
 def model_config(m, vocab_size: int, special_ids: dict | None = None) -> SlotMemConfig:
