@@ -6,6 +6,7 @@ A module may import (at module level or inside a function) only from its own lay
 and no set of modules imports itself in a loop. Read from the source with ``ast``: nothing runs.
 """
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,8 +66,7 @@ def test_no_import_runs_up_the_layers():
 
 def test_no_import_cycle():
     graph = import_graph()
-    # a package's __init__ importing its own submodules is not a cycle by itself: drop package -> child edges
-    # only when the child does not import the package back (Tarjan's SCC over the full graph otherwise).
+    # Tarjan's strongly connected components over every import (module level and inside functions)
     index, low, stack, on, sccs = {}, {}, [], set(), []
 
     def visit(v):
@@ -103,7 +103,7 @@ def test_a_package_imports_alone_and_loads_nothing_above_it(package):
     code = (f"import sys, slotmem.{package}; "
             "print('\\n'.join(m for m in sys.modules if m.startswith('slotmem')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(SRC), "PATH": "", "OMP_NUM_THREADS": "1"}).stdout.split()
+                         env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}).stdout.split()
     ceiling = max(RANK[package], RANK["models"])
     above = sorted(m for m in out if m in import_graph() and layer(m) > ceiling)
     assert not above, f"importing slotmem.{package} loaded {above}"
