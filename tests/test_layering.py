@@ -96,10 +96,11 @@ def test_no_import_cycle():
     assert not sccs, f"import cycles: {sccs}"
 
 
-@pytest.mark.parametrize("package", ["ops", "layers", "models", "data", "eval", "train"])
+@pytest.mark.parametrize("package", ["models", "data", "eval", "train"])
 def test_a_package_imports_alone_and_loads_nothing_above_it(package):
     """Importing one package in a fresh interpreter loads no slotmem module of a higher layer
-    (``import slotmem`` itself registers the models, so every import loads up to ``models``)."""
+    (``import slotmem`` itself registers the models, so every import loads up to ``models``: the
+    packages below it are covered by the source check above)."""
     code = (f"import sys, slotmem.{package}; "
             "print('\\n'.join(m for m in sys.modules if m.startswith('slotmem')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
