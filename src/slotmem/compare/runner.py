@@ -1,7 +1,7 @@
 """``slotmem compare``: train several models on the same task (MQAR, language modelling or
 forecasting) under one protocol, and report mean and spread over seeds in a table, plots and JSON.
 
-The protocol (the evaluation spec, "Comparison protocol"), for every model and
+The protocol (its results: ``docs/results.md``), for every model and
 every point of its sweep axis:
 
 1. **learning-rate sweep**: one run per lr of the model's grid (``protocol.lr_grid``, or the

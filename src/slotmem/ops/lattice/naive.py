@@ -2,7 +2,7 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from.
-``chunk_size=1`` is the exact recurrence of the spec.
+``chunk_size=1`` is the exact recurrence (``docs/lattice.md``, "Recurrence").
 """
 from __future__ import annotations
 

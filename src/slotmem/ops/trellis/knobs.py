@@ -58,7 +58,7 @@ def _normalise_vjp(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, kind: str)
 
 def activation(x: torch.Tensor, name: str, eps: float) -> torch.Tensor:
     """Apply a map named by ``phi``, ``f`` or ``psi`` over the last axis. The normalised maps
-    normalise AFTER the SiLU (spec, "Nonlinearities"): ``ln_silu = LN(SiLU(x))``,
+    normalise AFTER the SiLU (``docs/trellis.md``, "The write as a closed-form VJP"): ``ln_silu = LN(SiLU(x))``,
     ``l2_silu = SiLU(x) / sqrt(‖SiLU(x)‖² + eps)``."""
     if name in ("identity", "none"):
         return x

@@ -2,7 +2,7 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from (frozen
-Jacobian). ``chunk_size=1`` is the exact recurrence of the spec.
+Jacobian). ``chunk_size=1`` is the exact recurrence (``docs/trellis.md``, "Recurrence").
 """
 from __future__ import annotations
 
