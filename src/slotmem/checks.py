@@ -33,3 +33,13 @@ def resolve_heads(hidden_size, num_heads, head_dim) -> int:
         head_dim = hidden_size // num_heads
     check_positive_int("head_dim", head_dim)
     return head_dim
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be a bool, got {value!r}")
+
+
+def check_layer_idx(layer_idx) -> None:
+    if layer_idx is not None and (not isinstance(layer_idx, int) or isinstance(layer_idx, bool) or layer_idx < 0):
+        raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")

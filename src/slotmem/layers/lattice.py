@@ -6,10 +6,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_choice, check_positive_float
 from ..modules import ShortConvolution
 from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.lattice import LatticeKnobs, chunk_lattice
-from ..checks import check_choice, check_positive_float
 from .recurrent import num_sequences
 from .registry import register_mixer
 from .slot_memory import (CODE_ACTIVATIONS, SlotMemoryMixer, apply_code_activation, cache_entry, gate_logits, resume_state,

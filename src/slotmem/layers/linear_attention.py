@@ -32,21 +32,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_bool, check_choice, check_layer_idx, check_positive_float, check_positive_int, resolve_heads
 from ..modules import ShortConvolution
-from .recurrent import RecurrentMixer
-from ..checks import check_choice, check_positive_float, check_positive_int, resolve_heads
 from .fla_ops import run_fla_op
+from .recurrent import RecurrentMixer
 from .registry import register_mixer
-
-
-def check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-
-
-def check_layer_idx(layer_idx) -> None:
-    if layer_idx is not None and (not isinstance(layer_idx, int) or isinstance(layer_idx, bool) or layer_idx < 0):
-        raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")
 
 
 def value_head_dim(head_dim: int, expand_v) -> int:

@@ -24,11 +24,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from ..checks import check_bool, check_layer_idx, check_positive_float, check_positive_int
 from ..modules import ShortConvolution
-from .recurrent import RecurrentMixer
-from ..checks import check_positive_float, check_positive_int
 from .fla_ops import run_fla_op
-from .linear_attention import check_bool, check_layer_idx
+from .recurrent import RecurrentMixer
 from .registry import register_mixer
 
 

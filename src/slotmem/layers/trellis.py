@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_choice, check_positive_float
 from ..modules import ShortConvolution
 from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.trellis import TrellisKnobs, chunk_trellis
-from ..checks import check_choice, check_positive_float
 from .recurrent import num_sequences
 from .registry import register_mixer
 from .slot_memory import SlotMemoryMixer, cache_entry, gate_logits, resume_state, unit_rows
