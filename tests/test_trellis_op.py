@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, recurrent_trellis, naive_trellis, write_grad
+from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, naive_trellis, recurrent_trellis, write_grad
 from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES, activation
 
 F64 = torch.float64
@@ -363,3 +363,19 @@ def test_bad_inputs():
         chunk_trellis(*one, initial_state=(s[0][:1], s[1][:1]), cu_seqlens=torch.tensor([0, 2, 4]))
     with pytest.raises(ValueError, match="value_objective="):
         naive_trellis(*a, value_objective="x")
+
+
+@pytest.mark.parametrize("op", [chunk_trellis, naive_trellis, recurrent_trellis])
+def test_knobs_as_an_object_or_as_keywords(op):
+    """The layers pass their knobs as one (already checked) ``TrellisKnobs``; keywords build the same one."""
+    x, s = make()
+    a = [x[n].detach() for n in ARGS]
+    s = tuple(t.detach() for t in s)
+    kn = TrellisKnobs(phi="identity", f="softmax", psi="none")
+    o_obj, (mk_obj, _) = op(*a, initial_state=s, output_final_state=True, knobs=kn)
+    o_kw, (mk_kw, _) = op(*a, initial_state=s, output_final_state=True, phi="identity", f="softmax", psi="none")
+    assert torch.equal(o_obj, o_kw) and torch.equal(mk_obj, mk_kw)
+    with pytest.raises(TypeError, match="knobs= and knob keywords"):
+        op(*a, knobs=kn, phi="silu")
+    with pytest.raises(TypeError, match="knobs must be a TrellisKnobs"):
+        op(*a, knobs={"phi": "silu"})
