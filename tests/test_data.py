@@ -5,7 +5,6 @@ Everything is generated here (in tmp_path); nothing reads the shared real-data f
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -19,16 +18,12 @@ from slotmem.data import (
     ForecastDataset,
     LMDataset,
     MQARConfig,
-    MQARDataset,
     byte_tokenizer,
     generate_mqar,
     is_byte_tokenizer,
     load_forecast_splits,
     load_lm_data,
     load_tokenizer,
-    mae,
-    mqar_accuracy,
-    mse,
     pack_tokens,
     query_slot_probs,
     read_documents,
@@ -94,10 +89,6 @@ def test_mqar_deterministic_and_split_disjoint():
     assert not any(tuple(r) in train_rows for r in xt.tolist())
     xs, _ = generate_mqar(MQARConfig(64, 4, 500, seed=8), "train")
     assert not (xs == x1).all(1).any()
-    ds = MQARDataset(cfg, "test")
-    assert len(ds) == 500 and torch.equal(ds[3]["input_ids"], xt[3]) and torch.equal(ds[3]["labels"], yt[3])
-    batch = next(iter(DataLoader(ds, batch_size=8)))
-    assert batch["input_ids"].shape == (8, 64) and batch["labels"].shape == (8, 64)
 
 
 def test_mqar_power_law_query_placement():
@@ -174,37 +165,6 @@ def test_mqar_split_validation():
     val, train, test = (generate_mqar(cfg, s)[0] for s in ("val", "train", "test"))
     assert torch.equal(val, generate_mqar(cfg, "val")[0])
     assert not torch.equal(val, train) and not torch.equal(val, test)
-
-
-def test_mqar_accuracy():
-    x, y = generate_mqar(MQARConfig(16, 2, 3, vocab_size=32, seed=1))
-    V = 32
-    perfect = torch.nn.functional.one_hot(y.clamp(min=0), V).float()
-    assert mqar_accuracy(perfect, y) == 1.0
-    preds = y.clamp(min=0).clone()
-    # example 0: one of its two queries wrong -> 0.5; example 1: both wrong -> 0; example 2: right
-    pos = [(y[n] != -100).nonzero().flatten() for n in range(3)]
-    preds[0, pos[0][0]] = 0
-    preds[1, pos[1]] = 0
-    per = mqar_accuracy(preds, y, reduction="none")
-    assert torch.allclose(per, torch.tensor([0.5, 0.0, 1.0]))
-    assert mqar_accuracy(preds, y) == pytest.approx(0.5)
-    # wrong predictions at ignored positions do not matter
-    junk = preds.clone()
-    junk[y == -100] = 5
-    assert mqar_accuracy(junk, y) == pytest.approx(0.5)
-    # examples without queries are left out of the mean
-    y2 = y.clone()
-    y2[1] = -100
-    assert mqar_accuracy(preds, y2) == pytest.approx(0.75)
-    assert math.isnan(mqar_accuracy(preds, torch.full_like(y, -100)))
-    with pytest.raises(ValueError, match="do not match"):
-        mqar_accuracy(perfect[:, :-1], y)
-    with pytest.raises(ValueError, match="logits must be"):
-        mqar_accuracy(preds.float(), y)
-
-
-# ============================================================================ text
 
 
 def test_byte_tokenizer_round_trip(tmp_path):
@@ -467,16 +427,6 @@ def test_forecast_features(tmp_path):
     np.testing.assert_allclose(raw.data[:, 2].numpy(), vals[:420, 0], rtol=1e-6)
     for h in (96, 192):
         assert ForecastDataset(path, "train", lookback=8, horizon=h)[0][1].shape == (h, 3)
-
-
-def test_mse_mae():
-    pred = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
-    true = torch.zeros(2, 2)
-    assert mse(pred, true) == pytest.approx((1 + 4 + 9 + 1) / 4)
-    assert mae(pred, true) == pytest.approx((1 + 2 + 3 + 1) / 4)
-    assert mse(np.ones(3), np.ones(3)) == 0.0 and mae([0.5], [0.0]) == 0.5
-    with pytest.raises(ValueError, match="same shape"):
-        mse(pred, torch.zeros(4))
 
 
 def test_timeseries_errors(tmp_path, etth_csv):

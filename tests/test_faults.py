@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from slotmem.models import manifest
 from slotmem.train import checkpoint as ckpt
 from slotmem.train.config import load_config
 from slotmem.train.errors import CorruptCheckpointError, OutputError, RunLockedError
@@ -124,15 +125,15 @@ def test_exported_model_manifest_is_checked(tmp_path):
 
     train(cfg(tmp_path, "r", "train.steps=2"), quiet=True)
     model = tmp_path / "r" / "model"
-    assert ckpt.verify_manifest(model) is True
+    assert manifest.verify_manifest(model) is True
     weights = next(p for p in model.iterdir() if p.suffix == ".safetensors")
     _flip(weights, 16)
     with pytest.raises(CorruptModelError, match=rf"{weights.name} is corrupt \(checksum mismatch"):
         Trainer(cfg(tmp_path, "ft", f"model.pretrained={model}"), quiet=True)
     with pytest.raises(CorruptModelError, match=rf"{weights.name} is corrupt \(checksum mismatch"):
         AutoModelForCausalLM.from_pretrained(model)  # every load of a saved model checks its manifest
-    (model / ckpt.MANIFEST).unlink()  # no manifest: nothing to check (a model saved elsewhere)
-    assert ckpt.verify_manifest(model) is False
+    (model / manifest.MANIFEST).unlink()  # no manifest: nothing to check (a model saved elsewhere)
+    assert manifest.verify_manifest(model) is False
     with pytest.raises(ConfigError, match="is not a saved model directory"):
         Trainer(cfg(tmp_path, "ft2", f"model.pretrained={tmp_path / 'r'}"), quiet=True)
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slotmem.ops.lattice import chunk_lattice, default_state, fused_recurrent_lattice, naive_lattice
+from slotmem.ops.lattice import LatticeKnobs, chunk_lattice, default_state, naive_lattice, recurrent_lattice
 
 from .conftest import max_err
 
@@ -57,9 +57,9 @@ def test_chunk_equals_stale_loop(knobs, C):
     assert_same(naive_lattice, chunk_lattice, inputs, dict(chunk_size=C, **knobs), dict(chunk_size=C, **knobs), 1e-10)
 
 
-def test_fused_recurrent_is_exact_recurrence():
+def test_recurrent_is_exact_recurrence():
     inputs = make_inputs()
-    assert_same(naive_lattice, fused_recurrent_lattice, inputs, {}, {}, 1e-10)
+    assert_same(naive_lattice, recurrent_lattice, inputs, {}, {}, 1e-10)
 
 
 def test_update_is_orthogonal_and_norm_update_exact():
@@ -168,3 +168,17 @@ def test_bad_inputs_raise_clear_errors():
         chunk_lattice(q[:1], k[:1], v[:1], eta[:1], cu_seqlens=torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="4 dims"):
         chunk_lattice(q[0], k, v, eta)
+
+
+@pytest.mark.parametrize("op", [chunk_lattice, naive_lattice, recurrent_lattice])
+def test_knobs_as_an_object_or_as_keywords(op):
+    """The layers pass their knobs as one (already checked) ``LatticeKnobs``; keywords build the same one."""
+    q, k, v, eta, S0 = make_inputs()
+    kn = LatticeKnobs(slot_renorm="step", read="before")
+    o_obj, s_obj = op(q, k, v, eta, initial_state=S0, output_final_state=True, knobs=kn)
+    o_kw, s_kw = op(q, k, v, eta, initial_state=S0, output_final_state=True, slot_renorm="step", read="before")
+    assert torch.equal(o_obj, o_kw) and torch.equal(s_obj, s_kw)
+    with pytest.raises(TypeError, match="knobs= and knob keywords"):
+        op(q, k, v, eta, knobs=kn, read="after")
+    with pytest.raises(TypeError, match="knobs must be a LatticeKnobs"):
+        op(q, k, v, eta, knobs={"read": "after"})

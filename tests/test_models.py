@@ -524,6 +524,23 @@ def test_cli_info_yaml_and_json(tmp_path, capsys):
     assert exit_info.value.code == 2 and "unknown config key(s) ['hiden_size']" in capsys.readouterr().err
 
 
+def test_cli_info_on_a_training_config_describes_the_trained_model(tmp_path, capsys):
+    """``slotmem info`` on a training config shows the model the trainer builds: the model section with the
+    task's vocabulary (MQAR: mqar.vocab_size), not the schema's default vocabulary."""
+    from slotmem.train.config import load_config, model_config
+    from slotmem.train.tasks import build_task
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task: mqar\nmodel: {mixer: trellis, hidden_size: 32, num_heads: 2, mixer_kwargs: {num_slots: 8}}\n"
+                    "mqar: {vocab_size: 96, train: [{seq_len: 16, num_kv_pairs: 2, num_examples: 8}], "
+                    "test: [{seq_len: 16, num_kv_pairs: 2, num_examples: 4}]}\n")
+    cli_main(["info", "--config", str(path)])
+    text = capsys.readouterr().out
+    assert "TrellisForCausalLM" in text and "vocab 96" in text
+    trained = build_task(load_config(path)).build_net().config
+    assert model_config(load_config(path).model, 96).to_dict() == trained.to_dict()
+
+
 @pytest.mark.parametrize("config_file", ["lattice-tiny", "trellis-tiny", "transformer-tiny"])
 def test_example_configs_load(config_file):
     config = load_config_file(CONFIG_DIR / f"{config_file}.yaml")

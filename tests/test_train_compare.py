@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from slotmem.eval import compare as C
-from slotmem.eval.compare import DEFAULT_CONFIG, load_compare_config, run_compare
+from slotmem.compare import runner as C
+from slotmem.compare.runner import DEFAULT_CONFIG, load_compare_config, run_compare
+from slotmem.train.config import load_config, to_dict
 from slotmem.train.errors import ConfigError, NonFiniteError
 
 SHRINK = [
@@ -250,7 +251,7 @@ runs:
 
 
 def test_dlinear_decomposition_is_linear_in_time():
-    from slotmem.train.forecast import DLinear
+    from slotmem.models.forecasting import DLinear
 
     m = DLinear(n_in=3, n_out=3, lookback=12, horizon=5, kernel_size=5, revin=False)
     x = torch.randn(2, 12, 3)
@@ -299,3 +300,15 @@ runs:
     assert row["sweep_metric"].startswith("val NLL") and row["lr"] in (1e-3, 1e-2)
     assert all(1.0 < row["metrics"][k]["mean"] < 1e4 for k in row["metrics"])
     assert (tmp_path / "o" / "ppl_vs_context.png").stat().st_size > 10_000
+
+
+def test_run_identity_survives_the_model_schema_change():
+    """Hashes recorded by the code before the model section became SlotMemConfig's fields (issue 13):
+    finished runs of an earlier comparison are found again; a key added then changes the hash only
+    when set away from its default."""
+    cases = [(["model.mixer=lattice", "model.mixer_kwargs={num_slots: 8, chunk_size: 16}"], "8075085b"),
+             (["model.mixer=gated_deltanet", "model.attn_layers=[1]", "model.attn_window=32"], "3020bfc1")]
+    for overrides, recorded in cases:
+        assert C.identity_hash(to_dict(load_config(None, ["task=mqar", *overrides]))) == recorded
+        changed = load_config(None, ["task=mqar", *overrides, "model.norm_eps=1e-6"])
+        assert C.identity_hash(to_dict(changed)) != recorded

@@ -103,3 +103,25 @@ def test_cli_reports_config_errors(tmp_path, capsys):
         main(["train", str(p)])
     assert e.value.code == 2
     assert "unknown config key 'model.mixr'" in capsys.readouterr().err
+
+
+def test_model_section_is_the_model_schema():
+    """The model: section has SlotMemConfig's keys and defaults (vocab_size: the task's; plus pretrained),
+    and model_identity gives the pre-issue-13 form that resumes and comparison hashes compare."""
+    import dataclasses
+
+    from slotmem.models import SlotMemConfig
+    from slotmem.models.configuration_slotmem import config_fields
+    from slotmem.train.config import ModelConfig, model_config, model_identity, to_dict
+
+    section = {f.name: f for f in dataclasses.fields(ModelConfig)}
+    assert set(section) == {f.name for f in config_fields()} | {"pretrained"}
+    built = model_config(ModelConfig(), vocab_size=7)
+    reference = SlotMemConfig(vocab_size=7)
+    assert {f.name: getattr(built, f.name) for f in config_fields()} == {f.name: getattr(reference, f.name)
+                                                                         for f in config_fields()}
+    old = {"mixer": "lattice", "hidden_size": 64, "num_hidden_layers": 2, "num_heads": 1, "use_mlp": True,
+           "mixer_kwargs": {}, "attn_layers": [], "attn_window": None, "vocab_size": None, "extra": {},
+           "pretrained": None}  # a checkpoint's model section written before the change
+    assert model_identity(to_dict(ModelConfig())) == model_identity(old) == old
+    assert model_identity(to_dict(ModelConfig(norm_eps=1e-6)))["norm_eps"] == 1e-6

@@ -259,7 +259,7 @@ def test_timeseries_task_on_generated_csv(tmp_path, features, head):
 
 def test_forecast_model_shapes_and_revin():
     from slotmem.train.config import ModelConfig
-    from slotmem.train.forecast import ForecastModel
+    from slotmem.models.forecasting import ForecastModel
     from slotmem.train.tasks import build_backbone
 
     bb = build_backbone(ModelConfig(mixer="trellis", hidden_size=16, num_heads=2, mixer_kwargs={"num_slots": 4, "chunk_size": 8}))

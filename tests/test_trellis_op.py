@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, fused_recurrent_trellis, naive_trellis, write_grad
+from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, naive_trellis, recurrent_trellis, write_grad
 from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES, activation
 
 F64 = torch.float64
@@ -92,9 +92,9 @@ def test_write_grad_is_the_loss_gradient_to_second_order(phi):
 
 @pytest.mark.parametrize("chunk_size", [1, 3])
 def test_chunk_matches_naive_all_knobs(chunk_size):
-    """C=1: the exact recurrence (also via fused_recurrent). C=3, T=7: the stale-gradient simulation."""
+    """C=1: the exact recurrence (also via recurrent_trellis). C=3, T=7: the stale-gradient simulation."""
     x, s = make(B=1, T=7, H=1, dk=3, dv=2, m=3)
-    fast = fused_recurrent_trellis if chunk_size == 1 else chunk_trellis
+    fast = recurrent_trellis if chunk_size == 1 else chunk_trellis
     extra = {} if chunk_size == 1 else dict(chunk_size=chunk_size)
     for kn in ALL_KNOBS:
         ref = run_with_grads(naive_trellis, x, s, chunk_size=chunk_size, **kn)
@@ -363,3 +363,19 @@ def test_bad_inputs():
         chunk_trellis(*one, initial_state=(s[0][:1], s[1][:1]), cu_seqlens=torch.tensor([0, 2, 4]))
     with pytest.raises(ValueError, match="value_objective="):
         naive_trellis(*a, value_objective="x")
+
+
+@pytest.mark.parametrize("op", [chunk_trellis, naive_trellis, recurrent_trellis])
+def test_knobs_as_an_object_or_as_keywords(op):
+    """The layers pass their knobs as one (already checked) ``TrellisKnobs``; keywords build the same one."""
+    x, s = make()
+    a = [x[n].detach() for n in ARGS]
+    s = tuple(t.detach() for t in s)
+    kn = TrellisKnobs(phi="identity", f="softmax", psi="none")
+    o_obj, (mk_obj, _) = op(*a, initial_state=s, output_final_state=True, knobs=kn)
+    o_kw, (mk_kw, _) = op(*a, initial_state=s, output_final_state=True, phi="identity", f="softmax", psi="none")
+    assert torch.equal(o_obj, o_kw) and torch.equal(mk_obj, mk_kw)
+    with pytest.raises(TypeError, match="knobs= and knob keywords"):
+        op(*a, knobs=kn, phi="silu")
+    with pytest.raises(TypeError, match="knobs must be a TrellisKnobs"):
+        op(*a, knobs={"phi": "silu"})

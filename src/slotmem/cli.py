@@ -17,7 +17,8 @@ def _demo(args) -> None:
     from .layers import LatticeAttention
 
     torch.manual_seed(args.seed)
-    layer = LatticeAttention(args.hidden_size, args.num_heads, num_slots=args.num_slots, chunk_size=args.chunk_size)
+    kw = {} if args.chunk_size is None else {"chunk_size": args.chunk_size}  # None: the layer's default
+    layer = LatticeAttention(args.hidden_size, args.num_heads, num_slots=args.num_slots, **kw)
     x = torch.randn(args.batch, args.seq_len, args.hidden_size, requires_grad=True)
     layer(x[:, :64])[0].sum().backward()  # warm-up
     t0 = time.perf_counter()
@@ -29,7 +30,7 @@ def _demo(args) -> None:
     print(f"LatticeAttention hidden={args.hidden_size} heads={args.num_heads} slots={layer.num_slots} head_dim={layer.head_dim}")
     print(f"parameters            {sum(p.numel() for p in layer.parameters()):,}")
     print(f"recurrent state       {layer.state_size():,} floats per sequence (constant in sequence length)")
-    print(f"forward               {tokens / t_fwd:,.0f} tokens/s  (B={args.batch}, T={args.seq_len}, chunk={args.chunk_size})")
+    print(f"forward               {tokens / t_fwd:,.0f} tokens/s  (B={args.batch}, T={args.seq_len}, chunk={layer.chunk_size})")
     print(f"forward+backward      {tokens / t_all:,.0f} tokens/s")
 
 
@@ -104,8 +105,32 @@ def _info(args) -> None:
             path = resolve_config(args.config)
         except FileNotFoundError as e:
             raise SystemExit(f"slotmem info: {e}") from None
-    config = load_config_file(path)
+    config = _training_model_config(path) or load_config_file(path)
     print(model_info(config, args.context_lengths))
+
+
+def _training_model_config(path: Path):
+    """The model a training config (a YAML file with a ``task``) trains, exactly as the trainer builds
+    it (vocabulary from the task); None for any other file."""
+    if path.suffix not in (".yaml", ".yml") or not path.is_file():
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        return None  # load_config_file reports it
+    if not isinstance(data, dict) or "task" not in data:
+        return None
+    from .train.config import load_config, model_config
+    from .train.errors import SlotmemTrainError
+    from .train.tasks import task_vocabulary
+
+    try:
+        cfg = load_config(path)
+        return model_config(cfg.model, *task_vocabulary(cfg))
+    except SlotmemTrainError as e:
+        raise SystemExit(f"slotmem info: {e}") from None
 
 
 # --------------------------------------------------------------------------- generate
@@ -196,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-slots", type=int, default=64)
     demo.add_argument("--seq-len", type=int, default=2048)
     demo.add_argument("--batch", type=int, default=2)
-    demo.add_argument("--chunk-size", type=int, default=64)
+    demo.add_argument("--chunk-size", type=int, default=None, help="default: the layer's")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(func=_demo)
 
@@ -225,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.set_defaults(func=_generate)
 
     from .eval.cli import add_eval_parser
-    from .train.cli import add_compare_parser, add_train_parser
+    from .compare.cli import add_compare_parser
+    from .train.cli import add_train_parser
 
     add_train_parser(sub)
     add_compare_parser(sub)

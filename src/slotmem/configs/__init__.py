@@ -28,6 +28,19 @@ def builtin_names() -> list[str]:
     return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*") if p.suffix in _SUFFIXES)
 
 
+_COMPARISONS = ("compare_", "ablations/")  # built-in comparison files (for `slotmem compare`)
+
+
+def comparison_names() -> list[str]:
+    """Built-in comparison configs (``slotmem compare``): ``compare_*`` and ``ablations/*``."""
+    return [n for n in builtin_names() if n.startswith(_COMPARISONS)]
+
+
+def training_names() -> list[str]:
+    """Built-in training configs (``slotmem train``): neither comparisons nor model configs."""
+    return [n for n in builtin_names() if not n.startswith(_COMPARISONS) and not n.startswith("models/")]
+
+
 def builtin_path(name: str) -> Path:
     """Path of the built-in config ``name``: with or without ``.yaml`` (and an old ``configs/``
     prefix); model configs also without the ``models/`` prefix (``lattice-tiny``). Raises ``FileNotFoundError`` naming the

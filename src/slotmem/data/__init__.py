@@ -3,7 +3,7 @@
 Every dataset yields labels aligned with its inputs (already shifted for next-token
 tasks); see each module's docstring for the exact protocol.
 """
-from .mqar import IGNORE_INDEX, MQARConfig, MQARDataset, generate_mqar, mqar_accuracy, query_slot_probs
+from .mqar import IGNORE_INDEX, MQARConfig, generate_mqar, query_slot_probs
 from .text import (
     LMData,
     LMDataset,
@@ -22,8 +22,6 @@ from .timeseries import (
     ForecastDataset,
     SeriesTable,
     load_forecast_splits,
-    mae,
-    mse,
     read_series_csv,
     split_borders,
 )
@@ -31,9 +29,7 @@ from .timeseries import (
 __all__ = [
     "IGNORE_INDEX",
     "MQARConfig",
-    "MQARDataset",
     "generate_mqar",
-    "mqar_accuracy",
     "query_slot_probs",
     "byte_tokenizer",
     "is_byte_tokenizer",
@@ -50,8 +46,6 @@ __all__ = [
     "ForecastDataset",
     "SeriesTable",
     "load_forecast_splits",
-    "mae",
-    "mse",
     "read_series_csv",
     "split_borders",
 ]

@@ -45,9 +45,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice
 
 IGNORE_INDEX = -100
 SPLITS = ("train", "val", "test")
@@ -176,60 +175,3 @@ def generate_mqar(cfg: MQARConfig, split: str = "train") -> tuple[torch.Tensor, 
     tgt = np.full((N, T + 1), IGNORE_INDEX, dtype=np.int64)
     np.put_along_axis(tgt, qpos + 1, values, axis=1)  # the value follows its query key
     return torch.from_numpy(seq[:, :-1].copy()), torch.from_numpy(tgt[:, 1:].copy())
-
-
-class MQARDataset(Dataset):
-    """MQAR examples as a torch Dataset; item ``i`` is ``{"input_ids": [T], "labels": [T]}``.
-
-    The whole split is generated once in the constructor (``generate_mqar``).
-    """
-
-    def __init__(self, cfg: MQARConfig, split: str = "train") -> None:
-        self.cfg = cfg
-        self.split = split
-        self.inputs, self.labels = generate_mqar(cfg, split)
-
-    def __len__(self) -> int:
-        return self.inputs.shape[0]
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.inputs[i], "labels": self.labels[i]}
-
-
-def mqar_accuracy(logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"):
-    """Per-example accuracy over query positions, averaged over examples.
-
-    ``logits`` ``[N, T, V]`` (or already-argmaxed predictions, an integer ``[N, T]``);
-    ``labels`` ``[N, T]`` with ``-100`` at ignored positions. Example ``n`` scores
-    ``mean_t [argmax logits[n, t] == labels[n, t]]`` over its positions with
-    ``labels != -100``; examples with no query position are left out of the mean.
-    With ``reduction='mean'`` returns a float (``nan`` if no example has a query);
-    with ``'none'`` a float tensor ``[N]`` (``nan`` for examples without queries).
-    Every MQAR example of one config has exactly ``kv`` queries, so the mean equals
-    the accuracy over all query positions pooled.
-    """
-    check_choice("reduction", reduction, ("mean", "none"))
-    if not isinstance(labels, torch.Tensor) or labels.dim() != 2:
-        raise ValueError(f"labels must be a tensor [N, T], got {getattr(labels, 'shape', type(labels))}")
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
-    if logits.dim() == 3 and logits.is_floating_point():
-        preds = logits.argmax(dim=-1)
-    elif logits.dim() == 2 and not logits.is_floating_point():
-        preds = logits
-    else:
-        raise ValueError(
-            f"logits must be float [N, T, V] (or integer predictions [N, T]), got {logits.dtype} {tuple(logits.shape)}"
-        )
-    if preds.shape != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
-    mask = labels != IGNORE_INDEX
-    hits = ((preds == labels) & mask).sum(dim=1).double()
-    count = mask.sum(dim=1).double()
-    per_example = hits / count  # nan where count == 0
-    if reduction == "none":
-        return per_example.float()
-    valid = count > 0
-    if not bool(valid.any()):
-        return float("nan")
-    return float(per_example[valid].mean())

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..ops.utils import check_choice
+from ..checks import check_choice, check_positive_int
 
 HAYSTACKS = ("noise", "words")
 PREAMBLE = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
@@ -81,8 +81,7 @@ def make_niah_sample(tokenizer, length: int, depth: float, *, index: int = 0, se
     (see the module docstring). Raises ``ValueError`` if ``length`` cannot hold the preamble,
     the needle and the query."""
     check_choice("haystack", haystack, HAYSTACKS)
-    if not isinstance(length, (int, np.integer)) or isinstance(length, bool) or length < 1:
-        raise ValueError(f"length must be a positive int, got {length!r}")
+    check_positive_int("length", length)
     if not isinstance(depth, (int, float)) or isinstance(depth, bool) or not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must be a number in [0, 1], got {depth!r}")
     rng = np.random.default_rng((int(seed), int(length), int(round(depth * 10**6)), int(index)))
@@ -113,7 +112,6 @@ def make_niah_sample(tokenizer, length: int, depth: float, *, index: int = 0, se
 def niah_samples(tokenizer, lengths, depths, num_samples: int = 1, *, seed: int = 0,
                  haystack: str = "noise") -> list[NIAHSample]:
     """``num_samples`` samples for every (length, depth), lengths outermost."""
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 1:
-        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}")
+    check_positive_int("num_samples", num_samples)
     return [make_niah_sample(tokenizer, int(L), float(d), index=i, seed=seed, haystack=haystack)
             for L in lengths for d in depths for i in range(num_samples)]

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice, check_positive_int
 
 FORMATS = ("auto", "txt", "jsonl", "hf")
 _TXT_SUFFIXES = (".txt", ".text")
@@ -330,11 +330,16 @@ def num_windows(n_tokens: int, seq_len: int, stride: int) -> int:
 
 
 def pack_tokens(tokens: torch.Tensor, seq_len: int, stride: int | None = None) -> torch.Tensor:
-    """Windows ``[N, seq_len + 1]`` of a 1-D token stream, starting every ``stride``
-    tokens (default ``seq_len``: consecutive windows share one token, so every token but
-    the first is a target exactly once). A tail shorter than a window is dropped."""
-    ds = LMDataset(tokens, seq_len, stride)
-    return tokens.unfold(0, seq_len + 1, ds.stride)[: len(ds)]
+    """Windows ``[N, seq_len + 1]`` (a view) of a 1-D token stream, starting every ``stride`` tokens
+    (default ``seq_len``: consecutive windows share one token, so every token but the first is a
+    target exactly once). A tail shorter than a window is dropped; ``N = 0`` for a stream shorter
+    than one window. The one windowing of the package: training batches, ``LMDataset`` and the
+    perplexity evaluation all cut streams with it."""
+    stride = seq_len if stride is None else stride
+    n = num_windows(tokens.numel(), seq_len, stride)
+    if n == 0:
+        return tokens.new_zeros((0, seq_len + 1))
+    return tokens.unfold(0, seq_len + 1, stride)[:n]
 
 
 class LMDataset(Dataset):
@@ -348,11 +353,9 @@ class LMDataset(Dataset):
     def __init__(self, tokens: torch.Tensor, seq_len: int, stride: int | None = None) -> None:
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 1:
             raise ValueError(f"tokens must be a 1-D tensor, got {getattr(tokens, 'shape', type(tokens))}")
-        if not isinstance(seq_len, int) or isinstance(seq_len, bool) or seq_len < 1:
-            raise ValueError(f"seq_len must be a positive int, got {seq_len!r}")
+        check_positive_int("seq_len", seq_len)
         stride = seq_len if stride is None else stride
-        if not isinstance(stride, int) or isinstance(stride, bool) or stride < 1:
-            raise ValueError(f"stride must be a positive int, got {stride!r}")
+        check_positive_int("stride", stride)
         n = num_windows(tokens.numel(), seq_len, stride)
         if n == 0:
             raise ValueError(
@@ -369,9 +372,12 @@ class LMDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         if not -self._n <= i < self._n:
             raise IndexError(f"index {i} out of range for {self._n} windows")
-        i %= self._n
-        w = self.tokens[i * self.stride : i * self.stride + self.seq_len + 1]
+        w = self.windows()[i % self._n]
         return {"input_ids": w[:-1], "labels": w[1:]}
+
+    def windows(self) -> torch.Tensor:
+        """All windows ``[len(self), seq_len + 1]`` as one view (``pack_tokens``)."""
+        return pack_tokens(self.tokens, self.seq_len, self.stride)
 
 
 @dataclass

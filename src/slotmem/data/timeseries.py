@@ -25,8 +25,8 @@ standard code of Informer / Autoformer / Time-Series-Library (``Dataset_ETT_hour
 
 Not reproduced: the decoder ``label_len`` prefix of ``y`` and the calendar time
 features (``x_mark`` / ``y_mark``) of the Informer-family code.
-Metrics ``mse`` / ``mae`` average over every element (the standard test metric on
-normalised data).
+The metrics (MSE / MAE over every element of the normalised data, the standard protocol) are
+``slotmem.eval.forecast.evaluate_forecast``.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..ops.utils import check_choice
+from ..checks import check_choice, check_positive_int
 
 SPLITS = ("train", "val", "test")
 FEATURES = ("M", "S", "MS")
@@ -143,11 +143,6 @@ def split_borders(
     return {"train": (b[0], b[1]), "val": (b[1] - lookback, b[2]), "test": (b[2] - lookback, b[3])}
 
 
-def _check_pos_int(name: str, v) -> None:
-    if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-
-
 class ForecastDataset(Dataset):
     """Sliding forecasting windows of one split; item ``i`` is ``(x [L, C_in], y [H, C_out])`` float32.
 
@@ -174,8 +169,8 @@ class ForecastDataset(Dataset):
     ) -> None:
         check_choice("split", split, SPLITS)
         check_choice("features", features, FEATURES)
-        _check_pos_int("lookback", lookback)
-        _check_pos_int("horizon", horizon)
+        check_positive_int("lookback", lookback)
+        check_positive_int("horizon", horizon)
         table = source if isinstance(source, SeriesTable) else read_series_csv(source, date_col)
         if target not in table.columns:
             raise ValueError(f"{table.path}: target column {target!r} not found; channels are {table.columns}")
@@ -246,25 +241,3 @@ def load_forecast_splits(path, **kwargs) -> dict[str, ForecastDataset]:
     date_col = kwargs.pop("date_col", "date")
     table = read_series_csv(path, date_col)
     return {s: ForecastDataset(table, s, **kwargs) for s in SPLITS}
-
-
-def _as_pair(pred, true):
-    p = torch.as_tensor(pred, dtype=torch.float64)
-    t = torch.as_tensor(true, dtype=torch.float64)
-    if p.shape != t.shape:
-        raise ValueError(f"pred {tuple(p.shape)} and true {tuple(t.shape)} must have the same shape")
-    if p.numel() == 0:
-        raise ValueError("mse/mae of empty arrays")
-    return p, t
-
-
-def mse(pred, true) -> float:
-    """Mean squared error over all elements (tensors or arrays of equal shape)."""
-    p, t = _as_pair(pred, true)
-    return float(((p - t) ** 2).mean())
-
-
-def mae(pred, true) -> float:
-    """Mean absolute error over all elements (tensors or arrays of equal shape)."""
-    p, t = _as_pair(pred, true)
-    return float((p - t).abs().mean())

@@ -1,5 +1,7 @@
-"""Evaluation: MQAR accuracy per (T, kv) slice, perplexity (and perplexity against context
-length), forecasting MSE/MAE, and the MQAR model comparison behind ``slotmem compare``."""
+"""Evaluation of a model (no training): the objectives (loss sums), MQAR accuracy per (T, kv) slice,
+perplexity (and perplexity against context length), forecasting MSE/MAE, S-NIAH, and the
+``slotmem eval`` / ``lm-eval`` commands. The trainer (``slotmem.train``) and ``slotmem compare``
+(``slotmem.compare``) build on it; it imports neither."""
 from .forecast import evaluate_forecast
 from .mqar import evaluate_mqar_slices
 from .perplexity import evaluate_nll, perplexity_vs_length

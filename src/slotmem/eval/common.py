@@ -1,4 +1,4 @@
-"""Shared evaluation plumbing: sharding over processes, summing, objective wrapping."""
+"""Shared evaluation plumbing: sharding over processes, summing, eval mode."""
 from __future__ import annotations
 
 import math
@@ -70,16 +70,3 @@ class eval_mode:
         self.nograd.__exit__(*exc)
         self.module.train(self.was_training)
         return False
-
-
-def as_token_objective(model: nn.Module) -> nn.Module:
-    """A ``TokenObjective`` around a causal LM, unless ``model`` already is one."""
-    from ..train.tasks import TokenObjective
-
-    return model if isinstance(model, TokenObjective) else TokenObjective(model)
-
-
-def as_forecast_objective(model: nn.Module) -> nn.Module:
-    from ..train.tasks import ForecastObjective
-
-    return model if isinstance(model, ForecastObjective) else ForecastObjective(model)

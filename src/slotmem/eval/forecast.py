@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .common import as_forecast_objective, eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .objectives import as_forecast_objective
 
 
 def evaluate_forecast(model, dataset, batch_size: int, info=None, max_windows: int = 0, autocast=None) -> dict:

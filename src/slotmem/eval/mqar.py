@@ -1,6 +1,6 @@
 """MQAR accuracy per held-out (T, kv) slice.
 
-Accuracy follows the Zoology protocol (``slotmem.data.mqar.mqar_accuracy``): per example,
+Accuracy follows the Zoology protocol: per example,
 the fraction of its query positions whose argmax prediction is the right value;
 averaged over examples. ``acc`` (the headline number) is the unweighted mean over slices.
 A slice whose logits hold NaN/Inf (a diverged model) reports ``acc = loss = nan``, never a
@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import as_token_objective, eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .objectives import as_token_objective
 
 
 def evaluate_mqar_slices(model, slices, batch_size: int, info=None, autocast=None) -> dict:

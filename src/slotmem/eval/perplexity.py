@@ -18,16 +18,9 @@ import math
 import numpy as np
 import torch
 
-from .common import as_token_objective, eval_mode, module_device, reduce_sums, sharded_batches
-
-
-def _windows(tokens: torch.Tensor, length: int, max_tokens: int = 0) -> torch.Tensor:
-    """Non-overlapping ``[N, length + 1]`` windows (consecutive windows share one token)."""
-    if max_tokens:
-        tokens = tokens[: max_tokens + 1]
-    if tokens.numel() < length + 1:
-        return tokens.new_zeros((0, length + 1))
-    return tokens.unfold(0, length + 1, length)
+from ..data.text import pack_tokens
+from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .objectives import as_token_objective
 
 
 def evaluate_nll(model, tokens: torch.Tensor, seq_len: int, batch_size: int, info=None, max_tokens: int = 0,
@@ -38,7 +31,8 @@ def evaluate_nll(model, tokens: torch.Tensor, seq_len: int, batch_size: int, inf
     a tqdm bar over the batches."""
     obj = as_token_objective(model)
     dev = module_device(obj)
-    w = _windows(tokens.long(), seq_len, max_tokens)
+    tokens = tokens.long()
+    w = pack_tokens(tokens[: max_tokens + 1] if max_tokens else tokens, seq_len)
     if w.shape[0] == 0:
         return {"nll": None, "ppl": None, "windows": 0, "tokens": 0}
     sums = {"loss_sum": 0.0, "count": 0.0}

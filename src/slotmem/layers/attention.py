@@ -27,10 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_bool, check_layer_idx, check_positive_float, check_positive_int, resolve_heads
 from ..modules import RecurrentCache
 from ..ops.utils import check_cu_seqlens
-from .common import check_positive_float, check_positive_int, resolve_heads
-from .linear_attention import check_bool, check_layer_idx
 from .registry import register_mixer
 
 

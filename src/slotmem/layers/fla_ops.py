@@ -42,7 +42,8 @@ import warnings
 
 import torch
 
-from ..ops.utils import check_choice, run_varlen
+from ..checks import check_choice
+from ..ops.utils import run_varlen
 
 FLA_OPS = ("gated_delta_rule", "delta_rule", "gla", "gsa", "simple_gla")
 BACKENDS = ("auto", "kernel", "naive")

@@ -1,4 +1,4 @@
-"""``LatticeAttention``: the Lattice token mixer (``shared/spec/lattice.md``, "Layer")."""
+"""``LatticeAttention``: the Lattice token mixer (``docs/lattice.md``, "Layer")."""
 from __future__ import annotations
 
 import torch
@@ -6,41 +6,39 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_choice, check_positive_float
 from ..modules import ShortConvolution
+from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.lattice import LatticeKnobs, chunk_lattice
-from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
+from .recurrent import num_sequences
 from .registry import register_mixer
-from .common import (CODE_ACTIVATIONS, check_choice, check_positive_float, check_positive_int, code_activation, gate_logits,
-                     resolve_heads, unit_rows)
+from .slot_memory import (CODE_ACTIVATIONS, SlotMemoryMixer, apply_code_activation, cache_entry, gate_logits, resume_state,
+                          unit_rows)
 
 
 @register_mixer("lattice")
-class LatticeAttention(SlotMemoryLayer):
+class LatticeAttention(SlotMemoryMixer):
     """Token mixer: x [B, T, hidden] -> [B, T, hidden].
 
     Per head: ``q, k = code_activation(ShortConv(W x)) ∈ R^m``, ``v = SiLU(ShortConv(W_v x)) ∈ R^d``,
     ``η = eta_max · sigmoid(W_η x)`` (per head or per slot), Lattice recurrence over ``m`` slots of
     dim ``d``, per-head RMSNorm, output gate ``SiLU(W_g x)``, output projection.
     State per head: ``m · d`` floats. Op knobs (objective, slot_renorm, chunk_mode, read,
-    outer_grad) pass through to ``chunk_lattice``.
+    outer_grad, eps) become one ``LatticeKnobs``, checked here and passed to ``chunk_lattice``.
     """
 
+    knobs_class = LatticeKnobs
+
     def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = None, head_dim: int | None = None, *,
-                 conv_size: int = 4, code_activation: str = "l2norm", eta_mode: str = "head", eta_max: float = 1.0,
-                 chunk_size: int = 64, learn_initial_state: bool = True, norm_eps: float = 1e-5,
-                 layer_idx: int | None = None, **knobs):
+                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = True,
+                 norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 code_activation: str = "l2norm", eta_mode: str = "head", eta_max: float = 1.0, **knobs):
         super().__init__()
-        self.head_dim = resolve_heads(hidden_size, num_heads, head_dim)
-        self.num_slots = self.head_dim if num_slots is None else num_slots
-        check_positive_int("num_slots", self.num_slots)
-        check_positive_int("conv_size", conv_size)
-        check_positive_int("chunk_size", chunk_size)
+        self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_positive_float("eta_max", eta_max)
         check_choice("code_activation", code_activation, CODE_ACTIVATIONS)
         check_choice("eta_mode", eta_mode, ("head", "slot"))
-        self.knobs = LatticeKnobs(**_known_knobs(knobs))
-        self.hidden_size, self.num_heads, self.layer_idx = hidden_size, num_heads, layer_idx
-        self.code_act, self.eta_mode, self.eta_max, self.chunk_size = code_activation, eta_mode, float(eta_max), chunk_size
+        self.code_act, self.eta_mode, self.eta_max = code_activation, eta_mode, float(eta_max)
         H, m, d = num_heads, self.num_slots, self.head_dim
         self.qkv_proj = nn.Linear(hidden_size, H * (2 * m + d), bias=False)
         self.conv = ShortConvolution(H * (2 * m + d), conv_size)
@@ -63,21 +61,15 @@ class LatticeAttention(SlotMemoryLayer):
         y, conv_state = self.conv(self.qkv_proj(x), cache=None if state is None else state["conv_state"],
                                   output_final_state=use_cache, cu_seqlens=cu_seqlens)
         q, k, v = torch.split(y, [H * m, H * m, H * d], dim=-1)
-        q = code_activation(rearrange(q, "b t (h m) -> b t h m", h=H), self.code_act)
-        k = code_activation(rearrange(k, "b t (h m) -> b t h m", h=H), self.code_act)
+        q = apply_code_activation(rearrange(q, "b t (h m) -> b t h m", h=H), self.code_act)
+        k = apply_code_activation(rearrange(k, "b t (h m) -> b t h m", h=H), self.code_act)
         v = F.silu(rearrange(v, "b t (h d) -> b t h d", h=H))
         eta = self.eta_max * torch.sigmoid(gate_logits(self.eta_proj, x))  # float32 under autocast
         eta = rearrange(eta, "b t (h m) -> b t h m", h=H) if self.eta_mode == "slot" else eta
         s0 = resume_state(state, self.initial_state.float().expand(num_sequences(x, cu_seqlens), H, m, d), use_cache)
         o, final = chunk_lattice(q, k, v, eta, initial_state=s0, output_final_state=use_cache,
-                                 chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, **vars(self.knobs))
+                                 chunk_size=self.chunk_size, cu_seqlens=cu_seqlens, knobs=self.knobs)
         o = self.o_norm(o.to(x.dtype)) * F.silu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)
 
-
-def _known_knobs(knobs: dict) -> dict:
-    unknown = set(knobs) - set(LatticeKnobs.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"LatticeAttention got unknown argument(s): {sorted(unknown)}")
-    return knobs

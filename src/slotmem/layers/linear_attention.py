@@ -16,7 +16,7 @@ Differences from fla's layers, on purpose:
   layer (fla: GLA ``expand_k = 0.5``, Gated DeltaNet ``head_dim = 256, expand_v = 2``), so that the
   recurrent state of every baseline is ``H · d · d`` floats by default, like Lattice's ``H · m · d``;
   pass ``head_dim`` / ``expand_v`` to reproduce fla's shapes;
-* padded batches are unpadded (``SlotMemoryLayer``), never zeroed; the state cache is a
+* padded batches are unpadded (``RecurrentMixer``), never zeroed; the state cache is a
   ``RecurrentCache`` entry ``dict(recurrent_state=..., conv_state=...)`` with fla's state layout
   ``[N, H, K, V]`` (GSA: the pair ``([N, H, K, M], [N, H, M, V])``), float32.
 
@@ -32,21 +32,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_bool, check_choice, check_layer_idx, check_positive_float, check_positive_int, resolve_heads
 from ..modules import ShortConvolution
-from .base import SlotMemoryLayer
-from .common import check_choice, check_positive_float, check_positive_int, resolve_heads
 from .fla_ops import run_fla_op
+from .recurrent import RecurrentMixer
 from .registry import register_mixer
-
-
-def check_bool(name: str, value) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-
-
-def check_layer_idx(layer_idx) -> None:
-    if layer_idx is not None and (not isinstance(layer_idx, int) or isinstance(layer_idx, bool) or layer_idx < 0):
-        raise ValueError(f"layer_idx must be None or a non-negative int, got {layer_idx!r}")
 
 
 def value_head_dim(head_dim: int, expand_v) -> int:
@@ -57,7 +47,7 @@ def value_head_dim(head_dim: int, expand_v) -> int:
     return int(round(dv))
 
 
-class _FlaLayer(SlotMemoryLayer):
+class _FlaLayer(RecurrentMixer):
     """Shared plumbing: argument checks, the fused projection + short convolution, heads."""
 
     def state_size(self, seq_len: int = 0) -> int:
@@ -87,8 +77,21 @@ class _FlaLayer(SlotMemoryLayer):
                                       output_final_state=use_cache, cu_seqlens=cu_seqlens)
         return torch.split(y, self.qkv_sizes, dim=-1), conv_state
 
+    def _build_output(self, gate: bool, norm_eps: float) -> None:
+        """The output block's parameters (see ``_output``): optional SiLU gate, per-head RMSNorm, projection."""
+        H, dv = self.num_heads, self.head_v_dim
+        self.g_proj = nn.Linear(self.hidden_size, H * dv, bias=False) if gate else None
+        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
+        self.o_proj = nn.Linear(H * dv, self.hidden_size, bias=False)
+
     def _heads(self, t, d):
         return rearrange(t, "b t (h d) -> b t h d", d=d)
+
+    def _run(self, op: str, *args, state, conv_state, cu_seqlens, use_cache, **kw):
+        """fla's ``op`` on ``args`` from the cached recurrent state; returns ``(o [B, T, H, dv], cache entry)``."""
+        o, new_state = run_fla_op(op, *args, initial_state=None if state is None else state["recurrent_state"],
+                                  output_final_state=use_cache, cu_seqlens=cu_seqlens, **kw)
+        return o, dict(recurrent_state=new_state, conv_state=conv_state)
 
 
 @register_mixer("gated_deltanet")
@@ -117,9 +120,7 @@ class GatedDeltaNet(_FlaLayer):
         self.A_log = nn.Parameter(torch.empty(H).uniform_(1, 16).log())
         self.dt_bias = nn.Parameter(_inverse_softplus_dt(H))
         self.A_log._no_weight_decay = self.dt_bias._no_weight_decay = True
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
@@ -130,11 +131,9 @@ class GatedDeltaNet(_FlaLayer):
         v = self._heads(v, self.head_v_dim)
         beta = torch.sigmoid(self.b_proj(x).float()) * (2.0 if self.allow_neg_eigval else 1.0)
         g = -self.A_log.float().exp() * F.softplus(self.a_proj(x).float() + self.dt_bias.float())
-        o, new_state = run_fla_op("gated_delta_rule", q, k, v, g, beta,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gated_delta_rule", q, k, v, g, beta, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("deltanet")
@@ -161,9 +160,7 @@ class DeltaNet(_FlaLayer):
         H, dk, dv = num_heads, self.head_dim, self.head_v_dim
         self._build_qkv([H * dk, H * dk, H * dv])
         self.b_proj = nn.Linear(hidden_size, H, bias=False) if use_beta else None
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
@@ -179,11 +176,9 @@ class DeltaNet(_FlaLayer):
         else:
             beta = x.new_ones(x.shape[:2] + (self.num_heads,), dtype=torch.float32)
         beta = beta * (2.0 if self.allow_neg_eigval else 1.0)
-        o, new_state = run_fla_op("delta_rule", q, k, v, beta,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("delta_rule", q, k, v, beta, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("gla")
@@ -211,19 +206,15 @@ class GatedLinearAttention(_FlaLayer):
         self._build_qkv([H * dk, H * dk, H * dv])
         self.gk_proj = nn.Sequential(nn.Linear(hidden_size, gate_low_rank_dim, bias=False),
                                      nn.Linear(gate_low_rank_dim, H * dk, bias=True))
-        self.g_proj = nn.Linear(hidden_size, H * dv, bias=False) if use_output_gate else None
-        self.o_norm = nn.RMSNorm(dv, eps=norm_eps)
-        self.o_proj = nn.Linear(H * dv, hidden_size, bias=False)
+        self._build_output(use_output_gate, norm_eps)
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         (q, k, v), conv_state = self._qkv(x, state, cu_seqlens, use_cache)
         q, k, v = self._heads(q, self.head_dim), self._heads(k, self.head_dim), self._heads(v, self.head_v_dim)
         gk = F.logsigmoid(self._heads(self.gk_proj(x), self.head_dim).float()) / self.gate_logit_normalizer
-        o, new_state = run_fla_op("gla", q, k, v, gk,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = _output(self, o, x)
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gla", q, k, v, gk, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return _output(self, o, x), entry
 
 
 @register_mixer("gsa")
@@ -263,11 +254,9 @@ class GatedSlotAttention(_FlaLayer):
         v = F.silu(self._heads(v, self.head_v_dim))
         f = F.logsigmoid(self._heads(self.f_proj(x), self.num_slots).float()) / self.gate_logit_normalizer
         s = 1 - f.exp()
-        o, new_state = run_fla_op("gsa", q, k, v, s, f, scale=1.0,
-                                  initial_state=None if state is None else state["recurrent_state"],
-                                  output_final_state=use_cache, cu_seqlens=cu_seqlens)
-        o = self.o_proj(self.g_norm(F.silu(rearrange(o, "b t h d -> b t (h d)"))))
-        return o, dict(recurrent_state=new_state, conv_state=conv_state)
+        o, entry = self._run("gsa", q, k, v, s, f, scale=1.0, state=state, conv_state=conv_state,
+                             cu_seqlens=cu_seqlens, use_cache=use_cache)
+        return self.o_proj(self.g_norm(F.silu(rearrange(o, "b t h d -> b t (h d)")))), entry
 
 
 def _output(layer, o, x):

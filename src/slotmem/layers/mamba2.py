@@ -24,16 +24,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange, repeat
 
+from ..checks import check_bool, check_layer_idx, check_positive_float, check_positive_int
 from ..modules import ShortConvolution
-from .base import SlotMemoryLayer
-from .common import check_positive_float, check_positive_int
 from .fla_ops import run_fla_op
-from .linear_attention import check_bool, check_layer_idx
+from .recurrent import RecurrentMixer
 from .registry import register_mixer
 
 
 @register_mixer("mamba2")
-class Mamba2(SlotMemoryLayer):
+class Mamba2(RecurrentMixer):
     """Mamba2 mixer: x [B, T, hidden] -> [B, T, hidden].
 
     ``in_proj`` gives ``z`` (gate, ``I = num_heads · head_dim`` channels), ``xBC`` (``I + 2·G·N``)

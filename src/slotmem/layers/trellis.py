@@ -1,4 +1,4 @@
-"""``TrellisAttention``: the Trellis token mixer (``shared/spec/trellis.md``, "Layer and block")."""
+"""``TrellisAttention``: the Trellis token mixer (``docs/trellis.md``, "Layer")."""
 from __future__ import annotations
 
 import math
@@ -8,15 +8,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from ..checks import check_choice, check_positive_float
 from ..modules import ShortConvolution
+from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.trellis import TrellisKnobs, chunk_trellis
-from .base import SlotMemoryLayer, cache_entry, num_sequences, resume_state
-from .common import check_choice, check_positive_float, check_positive_int, gate_logits, resolve_heads, unit_rows
+from .recurrent import num_sequences
 from .registry import register_mixer
+from .slot_memory import SlotMemoryMixer, cache_entry, gate_logits, resume_state, unit_rows
 
 
 @register_mixer("trellis")
-class TrellisAttention(SlotMemoryLayer):
+class TrellisAttention(SlotMemoryMixer):
     """Token mixer: x [B, T, hidden] -> [B, T, hidden].
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
@@ -27,30 +29,26 @@ class TrellisAttention(SlotMemoryLayer):
     ``gamma_max · sigmoid(...)`` (gates in float32 even under autocast); initial memories ``M_0``
     learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
     output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
-    Op knobs (phi, f, psi, value_objective, outer_grad) pass through to ``chunk_trellis``.
+    Op knobs (phi, f, psi, value_objective, outer_grad, eps) become one ``TrellisKnobs``, checked here
+    and passed to ``chunk_trellis``.
     """
 
-    def __init__(self, hidden_size: int, num_heads: int, num_slots: int = 64, head_dim: int | None = None, *,
-                 conv_size: int = 4, qk_l2norm: bool = False, forget_gate: bool = True,
-                 beta_init: tuple[float, float] = (0.9, 0.99),
-                 gamma_mode: str = "softplus", gamma_max: float = 1.0, chunk_size: int = 64,
-                 learn_initial_state: bool = False, norm_eps: float = 1e-5, layer_idx: int | None = None, **knobs):
+    knobs_class = TrellisKnobs
+
+    def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = 64, head_dim: int | None = None, *,
+                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
+                 norm_eps: float = 1e-5, layer_idx: int | None = None,
+                 qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
+                 gamma_mode: str = "softplus", gamma_max: float = 1.0, **knobs):
         super().__init__()
-        self.head_dim = resolve_heads(hidden_size, num_heads, head_dim)
-        for name, value in (("num_slots", num_slots), ("conv_size", conv_size), ("chunk_size", chunk_size)):
-            check_positive_int(name, value)
+        self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
         check_positive_float("gamma_max", gamma_max)
         lo, hi = _check_beta_init(beta_init)
         if not isinstance(forget_gate, bool):
             raise ValueError(f"forget_gate must be a bool, got {forget_gate!r}")
-        unknown = set(knobs) - set(TrellisKnobs.__dataclass_fields__)
-        if unknown:
-            raise TypeError(f"TrellisAttention got unknown argument(s): {sorted(unknown)}")
-        self.knobs = TrellisKnobs(**knobs)
-        self.hidden_size, self.num_heads, self.num_slots, self.layer_idx = hidden_size, num_heads, num_slots, layer_idx
-        self.qk_l2norm, self.gamma_mode, self.gamma_max, self.chunk_size = bool(qk_l2norm), gamma_mode, float(gamma_max), chunk_size
-        H, m, d = num_heads, num_slots, self.head_dim
+        self.qk_l2norm, self.gamma_mode, self.gamma_max = bool(qk_l2norm), gamma_mode, float(gamma_max)
+        H, m, d = num_heads, self.num_slots, self.head_dim
         self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
         self.conv = ShortConvolution(3 * H * d, conv_size, activation="silu")
         self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False)
@@ -98,7 +96,7 @@ class TrellisAttention(SlotMemoryLayer):
         fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
         o, final = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=resume_state(state, fresh, use_cache),
                                  output_final_state=use_cache, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
-                                 **vars(self.knobs))
+                                 knobs=self.knobs)
         o = self.o_norm(o.to(x.dtype)) * F.gelu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)

@@ -8,10 +8,9 @@ optionally with some layers switched to softmax attention (hybrids). ``LatticeCo
 
 Configs are ``transformers`` v5 dataclass configs: fields are keyword arguments, derived
 defaults and validation run in ``__post_init__``; every invalid value raises ``ValueError``
-(``TypeError`` for wrong types) with the offending field in the message.
+(``TypeError`` for wrong types) with the offending field in the message. The ``model:`` section of a
+training config is this schema (``config_fields``): same keys, same defaults.
 """
-from __future__ import annotations
-
 import dataclasses
 import json
 import math
@@ -69,9 +68,9 @@ class SlotMemConfig(PreTrainedConfig):
     fixed_mixer: ClassVar[str | None] = None  # set by the family configs (Lattice, Trellis)
 
     vocab_size: int = 259
-    hidden_size: int = 256
-    num_hidden_layers: int = 4
-    num_heads: int = 4
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    num_heads: int = 1
     mixer: str = "lattice"
     mixer_kwargs: dict | None = None
     attn_layers: list | None = None
@@ -192,7 +191,7 @@ def _positive_int(name: str, value) -> None:
 
 
 class LatticeConfig(SlotMemConfig):
-    """``SlotMemConfig`` with ``mixer="lattice"`` (``shared/spec/lattice.md``)."""
+    """``SlotMemConfig`` with ``mixer="lattice"`` (``docs/lattice.md``)."""
 
     model_type = "slotmem_lattice"
     fixed_mixer: ClassVar[str | None] = "lattice"
@@ -200,11 +199,17 @@ class LatticeConfig(SlotMemConfig):
 
 
 class TrellisConfig(SlotMemConfig):
-    """``SlotMemConfig`` with ``mixer="trellis"`` (``shared/spec/trellis.md``)."""
+    """``SlotMemConfig`` with ``mixer="trellis"`` (``docs/trellis.md``)."""
 
     model_type = "slotmem_trellis"
     fixed_mixer: ClassVar[str | None] = "trellis"
     mixer: str = "trellis"
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """The fields a user sets (``SlotMemConfig``'s own, not those ``PreTrainedConfig`` adds), in order,
+    with their types and defaults; the training config's ``model:`` section is built from them."""
+    return [f for f in dataclasses.fields(SlotMemConfig) if f.name in SlotMemConfig.__annotations__]
 
 
 CONFIG_CLASSES: dict[str, type[SlotMemConfig]] = {c.model_type: c for c in (SlotMemConfig, LatticeConfig, TrellisConfig)}
@@ -227,7 +232,7 @@ def config_from_dict(d: dict[str, Any]) -> SlotMemConfig:
     allowed = fields | {"transformers_version", "architectures", "dtype", "torch_dtype"}
     unknown = sorted(set(d) - allowed)
     if unknown:
-        ours = sorted(k for k in SlotMemConfig.__annotations__ if k in fields)
+        ours = sorted(f.name for f in config_fields())
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {ours}")
     return cls(**d)
 
@@ -250,8 +255,6 @@ def load_config_file(path) -> SlotMemConfig:
     except (ValueError, yaml.YAMLError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         kind = "JSON" if suffix == ".json" else "YAML"
         raise ValueError(f"{p}: not valid {kind} ({' '.join(str(e).split())})") from None
-    if isinstance(d, dict) and "model" in d and isinstance(d["model"], dict) and "hidden_size" not in d:
-        d = d["model"]  # a training config with a `model:` section
     try:
         return config_from_dict(d)
     except (TypeError, ValueError) as e:

@@ -35,7 +35,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutpu
 from ..layers import build_mixer
 from ..modules import RecurrentCache, SwiGLU
 from .manifest import verify_manifest
-from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig, check_mixers_registered
+from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig
 
 # The generation cache's name in model inputs and outputs: ``cache`` in transformers >= 5.2x
 # (``past_key_values`` / ``cache_params`` deprecated there), ``past_key_values`` before.
@@ -194,7 +194,6 @@ class SlotMemModel(SlotMemPreTrainedModel):
 
     def __init__(self, config: SlotMemConfig):
         super().__init__(config)
-        check_mixers_registered(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(SlotMemBlock(config, i) for i in range(config.num_hidden_layers))
         self.norm = nn.RMSNorm(config.hidden_size, eps=config.norm_eps)

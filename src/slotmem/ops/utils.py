@@ -10,6 +10,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from ..checks import check_choice, check_positive_int
+
 
 @dataclass(frozen=True)
 class ChunkCarry:
@@ -107,10 +109,13 @@ def _scan(chunk_fn, seqs, state, anchor, offset, chunk_size, close_at_end):
     return outs, state, anchor
 
 
-def check_choice(name: str, value, choices: Sequence) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(choices)}")
+def check_knobs(knobs, choices: dict) -> None:
+    """A knob dataclass's values: each knob named in ``choices`` is one of its choices, ``knobs.eps`` a
+    float in (0, 1)."""
+    for name, allowed in choices.items():
+        check_choice(name, getattr(knobs, name), allowed)
+    if not (isinstance(knobs.eps, float) and 0.0 < knobs.eps < 1.0):
+        raise ValueError(f"eps must be a float in (0, 1), got {knobs.eps!r}")
 
 
 def check_no_extra(op: str, extra: dict) -> None:
@@ -148,8 +153,7 @@ def state_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def check_chunk_size(chunk_size) -> None:
-    if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    check_positive_int("chunk_size", chunk_size)
 
 
 def check_cu_seqlens(cu_seqlens: torch.Tensor | None, batch: int, seqlen: int) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.manifest import MANIFEST, file_sha256, verify_manifest  # noqa: F401  (re-exported for the runner)
+from ..models.manifest import MANIFEST, file_sha256
 from .errors import CheckpointError, CorruptCheckpointError, NonFiniteError, output_error
 
 FORMAT = "slotmem-checkpoint"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from ..models.configuration_slotmem import SlotMemConfig, config_fields, config_from_dict as model_config_from_dict
 from .errors import ConfigError
 
 TASKS = ("mqar", "lm", "timeseries")
@@ -38,25 +40,62 @@ BACKENDS = ("auto", "gloo", "nccl")
 # --------------------------------------------------------------------------- schema
 
 
-@dataclass
-class ModelConfig:
-    """The backbone: a ``SlotMemConfig`` (``slotmem.models``). ``mixer`` is a registry name
-    (``lattice``, ``trellis``, ``attention``, ``gated_deltanet``, ``deltanet``, ``gla``, ``gsa``);
-    ``extra`` passes further ``SlotMemConfig`` keyword arguments unchanged (e.g. ``norm_eps``).
-    ``pretrained``: a directory saved with ``save_pretrained`` to start from instead (LM task).
-    ``vocab_size`` is set by the task (MQAR vocabulary, tokenizer size) unless given."""
+_EMPTY = {"mixer_kwargs": dict, "attn_layers": list, "attn_kwargs": dict}  # SlotMemConfig reads None as these
 
-    mixer: str = "lattice"
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    num_heads: int = 1
-    use_mlp: bool = True
-    mixer_kwargs: dict = field(default_factory=dict)
-    attn_layers: list = field(default_factory=list)
-    attn_window: Optional[int] = None
-    vocab_size: Optional[int] = None
-    extra: dict = field(default_factory=dict)
-    pretrained: Optional[str] = None
+
+def _model_section_fields() -> list:
+    """``SlotMemConfig``'s fields with their types and defaults (an empty mapping or list where it reads
+    None as one), except that ``vocab_size`` defaults to None (the task's vocabulary), plus ``pretrained``."""
+    out = []
+    for f in config_fields():
+        if f.name == "vocab_size":
+            out.append((f.name, Optional[int], field(default=None)))
+        elif f.name in _EMPTY:
+            out.append((f.name, f.type, field(default_factory=_EMPTY[f.name])))
+        else:
+            out.append((f.name, f.type, field(default=f.default)))
+    return out + [("pretrained", Optional[str], field(default=None))]
+
+
+ModelConfig = dataclasses.make_dataclass("ModelConfig", _model_section_fields())
+ModelConfig.__module__ = __name__
+ModelConfig.__doc__ = """The backbone: the fields of ``SlotMemConfig`` (``slotmem.models``), same names and
+    defaults; ``mixer`` is a registry name (``lattice``, ``trellis``, ``attention``, ``gated_deltanet``,
+    ``deltanet``, ``gla``, ``gsa``, ``mamba2``). Two keys are the trainer's own: ``vocab_size`` (None: the
+    task's vocabulary, the MQAR vocabulary or the tokenizer's size) and ``pretrained`` (a directory saved
+    with ``save_pretrained`` to start from instead; LM task). ``model_config`` turns it into the model's config."""
+
+
+# The model section's keys before it became SlotMemConfig's fields (it also had `extra`, now gone).
+_V1_MODEL_KEYS = ("mixer", "hidden_size", "num_hidden_layers", "num_heads", "use_mlp", "mixer_kwargs", "attn_layers",
+                  "attn_window", "vocab_size", "pretrained")
+
+
+def model_identity(model: dict) -> dict:
+    """A ``model:`` section (as a dict) in the form it had before it became ``SlotMemConfig``'s fields:
+    the keys added then are left out while they hold their defaults, and the old ``extra: {}`` is put
+    back. Resuming a checkpoint and ``slotmem compare``'s run identities compare this form, so that runs
+    recorded before the change are found again and the same model always compares equal."""
+    defaults = to_dict(ModelConfig())
+    out = {k: v for k, v in model.items() if k in _V1_MODEL_KEYS or k not in defaults or v != defaults[k]}
+    out.setdefault("extra", {})
+    return out
+
+
+def model_config(m, vocab_size: int, special_ids: dict | None = None) -> SlotMemConfig:
+    """THE place a ``model:`` section becomes a model config: ``SlotMemConfig`` (``LatticeConfig`` /
+    ``TrellisConfig`` by mixer) of the section's fields, ``vocab_size`` None -> ``vocab_size``, unset special
+    ids -> ``special_ids`` (the tokenizer's ``bos/eos/pad_token_id``). Raises ``ConfigError``."""
+    d = {f.name: getattr(m, f.name) for f in config_fields()}
+    if d["vocab_size"] is None:
+        d["vocab_size"] = vocab_size
+    for k, v in (special_ids or {}).items():
+        if d[k] is None:
+            d[k] = v
+    try:
+        return model_config_from_dict(d)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"config section 'model': {e}") from None
 
 
 @dataclass
@@ -89,6 +128,13 @@ class MQARTaskConfig:
     train: list = field(default_factory=_default_mqar_train)
     test: list = field(default_factory=_default_mqar_test)
 
+    def slice_config(self, s: MQARSlice, num_examples: int | None = None):
+        """The ``MQARConfig`` (``slotmem.data``) of slice ``s`` (with ``num_examples`` instead of its own)."""
+        from ..data import MQARConfig
+
+        n = s.num_examples if num_examples is None else num_examples
+        return MQARConfig(s.seq_len, s.num_kv_pairs, n, self.vocab_size, self.power_a, self.seed)
+
 
 @dataclass
 class LMTaskConfig:
@@ -113,7 +159,7 @@ class LMTaskConfig:
 @dataclass
 class TimeSeriesTaskConfig:
     """Forecasting (``slotmem.data.timeseries``): an ETT-layout CSV. The model is
-    ``slotmem.train.forecast.ForecastModel``: one token per time step (a linear embedding
+    ``slotmem.models.forecasting.ForecastModel``: one token per time step (a linear embedding
     of its channels), the backbone, and a head on the last hidden state (``head: last``)
     or on all of them flattened (``head: flatten``); ``head: dlinear`` is the DLinear linear
     baseline instead (no backbone; the model section is unused); ``revin`` normalises each input window
@@ -244,7 +290,7 @@ def _coerce(value, tp, path: str):
     """Check ``value`` against the annotation ``tp``; YAML quirks (``1e-3`` read as a string,
     an int where a float is expected) are converted."""
     origin = typing.get_origin(tp)
-    if origin is Union:
+    if origin is Union or origin is types.UnionType:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
@@ -256,6 +302,8 @@ def _coerce(value, tp, path: str):
                 return _coerce(value, a, path)
             except ConfigError as e:
                 errors.append(e)
+        if len(errors) == 1:  # an optional value: the one type's message says what is expected
+            raise errors[0]
         names = " or ".join(_type_name(a) for a in args)
         raise ConfigError(f"config key {path!r}: expected {names}, got {value!r}")
     if tp is Any:
@@ -423,10 +471,10 @@ def validate(cfg: Config) -> None:
     if cfg.seed >= 2**63:
         raise ConfigError(f"config key 'seed' must be < 2**63, got {cfg.seed}")
     m = cfg.model
-    for k in ("hidden_size", "num_hidden_layers", "num_heads"):
-        _positive(f"model.{k}", getattr(m, k))
-    if not m.mixer:
-        raise ConfigError("config key 'model.mixer' must name a registered mixer")
+    # every model check, before any data is read; the token ids are checked against the task's
+    # vocabulary when the model is built (tasks.py)
+    ids = [i for i in (m.bos_token_id, m.eos_token_id, m.pad_token_id) if isinstance(i, int) and not isinstance(i, bool)]
+    model_config(m, vocab_size=max(ids, default=0) + 1)
     o = cfg.optim
     _positive("optim.lr", o.lr)
     _positive("optim.weight_decay", o.weight_decay, allow_zero=True)
@@ -462,12 +510,10 @@ def validate(cfg: Config) -> None:
             raise ConfigError("config key 'mqar.train' must list at least one slice")
         if not q.test:
             raise ConfigError("config key 'mqar.test' must list at least one slice")
-        from ..data import MQARConfig
-
         for part in ("train", "test"):
             for i, s in enumerate(getattr(q, part)):
                 try:
-                    MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed)
+                    q.slice_config(s)
                 except ValueError as e:
                     raise ConfigError(f"config key 'mqar.{part}[{i}]': {e}") from None
     elif cfg.task == "lm":

@@ -7,6 +7,8 @@ The CLI prints ``error: <message>`` (one line, no traceback) and exits with ``ex
 from __future__ import annotations
 
 import errno as _errno
+import os
+import sys
 
 
 class SlotmemTrainError(RuntimeError):
@@ -66,3 +68,12 @@ def output_error(e: OSError, what: str, path, hint: str = "") -> OutputError:
         _errno.EPERM: "set out_dir to a folder you can write to",
     }.get(code, "check out_dir")
     return OutputError(f"cannot write {what} {str(path)!r}: {reason}{name}. {hint + ' ' if hint else ''}Fix: {fix}")
+
+
+def fail(e: Exception) -> None:
+    """CLI exit for ``e``: one ``error:`` line on stderr and ``e.exit_code`` (2 usage, 1 environment; 2 for
+    other errors); ``SLOTMEM_DEBUG=1`` re-raises with the traceback."""
+    if os.environ.get("SLOTMEM_DEBUG"):
+        raise e
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(getattr(e, "exit_code", 2))

@@ -14,53 +14,28 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX
-from .config import Config, ModelConfig
+from ..eval import evaluate_forecast, evaluate_mqar_slices, evaluate_nll, perplexity_vs_length
+from ..eval.objectives import ForecastObjective, TokenObjective
+from .config import Config, ModelConfig, model_config
 from .errors import ConfigError
 
 
 # --------------------------------------------------------------------------- models
 
 
-def model_config_dict(m: ModelConfig, vocab_size: int) -> dict:
-    d = dict(
-        vocab_size=m.vocab_size if m.vocab_size is not None else vocab_size,
-        hidden_size=m.hidden_size,
-        num_hidden_layers=m.num_hidden_layers,
-        num_heads=m.num_heads,
-        mixer=m.mixer,
-        mixer_kwargs=dict(m.mixer_kwargs),
-        attn_layers=list(m.attn_layers),
-        attn_window=m.attn_window,
-        use_mlp=m.use_mlp,
-    )
-    clash = sorted(set(m.extra) & set(d))
-    if clash:
-        raise ConfigError(f"config key 'model.extra' repeats {clash}; set them in the model section itself")
-    d.update(m.extra)
-    return d
+def task_vocabulary(cfg: Config) -> tuple[int, dict]:
+    """``(vocab_size, special_ids)`` a task's data needs: the MQAR vocabulary; the tokenizer's size and
+    ``bos/eos/pad_token_id`` (LM); 1 for forecasting (inputs are embeddings, the vocabulary is unused)."""
+    if cfg.task == "mqar":
+        return cfg.mqar.vocab_size, {}
+    if cfg.task == "lm":
+        from ..data import load_tokenizer, special_token_ids
 
-
-def build_backbone_config(m: ModelConfig, vocab_size: int, special_ids: dict | None = None):
-    """A ``SlotMemConfig`` (or ``LatticeConfig`` / ``TrellisConfig`` by mixer) from the model section.
-    ``special_ids``: ``bos/eos/pad_token_id`` of the tokenizer (``model.extra`` may override them)."""
-    from ..models import configuration_slotmem as cs
-
-    d = model_config_dict(m, vocab_size)
-    for k, v in (special_ids or {}).items():
-        d.setdefault(k, v)
-    # Token ids outside a small vocabulary (MQAR, time series) are not special tokens.
-    for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        if k not in d:
-            default = getattr(cs.SlotMemConfig, k, None)
-            if default is not None and default >= d["vocab_size"]:
-                d[k] = None
-    try:
-        return cs.config_from_dict(d)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"model section: {e}") from None
+        tok = load_tokenizer(cfg.lm.tokenizer)
+        return len(tok), special_token_ids(tok)
+    return 1, {}
 
 
 def _check_vocab(model_vocab: int, data_vocab: int, where: str) -> None:
@@ -78,7 +53,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = 
     from .. import models
 
     if m.pretrained:
-        from .checkpoint import verify_manifest
+        from ..models.manifest import verify_manifest
 
         p = Path(m.pretrained)
         if not (p / "config.json").is_file():
@@ -93,7 +68,7 @@ def build_causal_lm(m: ModelConfig, vocab_size: int, special_ids: dict | None = 
         _check_vocab(net.config.vocab_size, vocab_size, f"the pretrained model's ({p})")
         return net
     _check_vocab(m.vocab_size if m.vocab_size is not None else vocab_size, vocab_size, "config key 'model.vocab_size':")
-    cfg = build_backbone_config(m, vocab_size, special_ids)
+    cfg = model_config(m, vocab_size, special_ids)
     try:
         return models.model_for_causal_lm(cfg)
     except (TypeError, ValueError) as e:
@@ -105,7 +80,7 @@ def build_backbone(m: ModelConfig) -> nn.Module:
     is unused and frozen."""
     from .. import models
 
-    cfg = build_backbone_config(m, vocab_size=1)
+    cfg = model_config(m, vocab_size=1)
     try:
         net = models.modeling_slotmem.MODEL_CLASSES[cfg.model_type][0](cfg)
     except (TypeError, ValueError) as e:
@@ -131,58 +106,6 @@ def state_size_per_layer(net: nn.Module, seq_len: int) -> list[int]:
 
 def count_parameters(net: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in net.parameters() if p.requires_grad or not trainable_only)
-
-
-# --------------------------------------------------------------------------- objectives
-
-
-class TokenObjective(nn.Module):
-    """Next-token cross-entropy on already-shifted labels (``-100`` = ignored).
-
-    The LM head runs only on the labelled positions (MQAR labels ~kv of T positions),
-    through the HF model's base model and output embeddings; the plain ``forward`` is the
-    fallback for models without them. Returns sums: ``loss_sum``, ``count``, ``hits``, and
-    with ``per_example`` the per-row ``row_hits`` / ``row_count``.
-    """
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def _logits_at(self, input_ids, mask):
-        net = self.net
-        base = getattr(net, getattr(net, "base_model_prefix", ""), None)
-        head = net.get_output_embeddings() if hasattr(net, "get_output_embeddings") else None
-        if isinstance(base, nn.Module) and base is not net and head is not None:
-            h = base(input_ids=input_ids, use_cache=False).last_hidden_state
-            return head(h[mask])
-        return net(input_ids=input_ids, use_cache=False).logits[mask]
-
-    def forward(self, input_ids, labels, per_example: bool = False):
-        mask = labels != IGNORE_INDEX
-        logits = self._logits_at(input_ids, mask).float()
-        tgt = labels[mask]
-        loss_sum = F.cross_entropy(logits, tgt, reduction="sum")
-        hits = logits.argmax(-1) == tgt
-        out = {"loss_sum": loss_sum, "count": mask.sum(), "hits": hits.sum()}
-        if per_example:
-            rows = mask.nonzero()[:, 0]
-            out["row_hits"] = torch.bincount(rows, weights=hits.double(), minlength=labels.shape[0])
-            out["row_count"] = mask.sum(1)
-        return out
-
-
-class ForecastObjective(nn.Module):
-    """Squared and absolute error sums of a forecast ``net(x) -> [B, H, C]``."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, y):
-        err = self.net(x).float() - y.float()
-        return {"loss_sum": err.square().sum(), "count": torch.tensor(err.numel(), device=err.device),
-                "abs_sum": err.abs().sum()}
 
 
 # --------------------------------------------------------------------------- tasks
@@ -238,24 +161,34 @@ def _take_tokens(inputs: torch.Tensor, labels: torch.Tensor, idx) -> dict:
     return {"input_ids": inputs[i], "labels": labels[i]}
 
 
-class MQARTask(Task):
+class _TokenTask(Task):
+    """A task on token sequences (``input_ids``, ``labels``) trained with next-token cross-entropy."""
+
+    def tokens(self, batch):
+        return batch["input_ids"].numel()
+
+    def objective(self, net):
+        return TokenObjective(net)
+
+
+class MQARTask(_TokenTask):
     name = "mqar"
     periodic_splits = ("test",)
     final_splits = ("test",)
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        from ..data import MQARConfig, generate_mqar
+        from ..data import generate_mqar
 
         q = cfg.mqar
         self.vocab_size = q.vocab_size
         for s in q.train:
-            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "train")
+            inp, lab = generate_mqar(q.slice_config(s), "train")
             self.groups.append((inp, lab))
             self.group_names.append(f"mqar.train (T={s.seq_len}, kv={s.num_kv_pairs})")
         self.test_slices = []
         for s in q.test:
-            inp, lab = generate_mqar(MQARConfig(s.seq_len, s.num_kv_pairs, s.num_examples, q.vocab_size, q.power_a, q.seed), "test")
+            inp, lab = generate_mqar(q.slice_config(s), "test")
             self.test_slices.append((s, inp, lab))
 
     @property
@@ -269,22 +202,14 @@ class MQARTask(Task):
         lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
         return int((lab != IGNORE_INDEX).sum())
 
-    def tokens(self, batch):
-        return batch["input_ids"].numel()
-
     def build_net(self):
         return build_causal_lm(self.cfg.model, self.vocab_size)
-
-    def objective(self, net):
-        return TokenObjective(net)
 
     def train_metrics(self, sums):
         n = max(sums["count"], 1)
         return {"loss": sums["loss_sum"] / n, "acc": sums["hits"] / n}
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.mqar import evaluate_mqar_slices
-
         res = evaluate_mqar_slices(module, self.test_slices, batch_size, info)
         out = {"acc": res["acc"], "loss": res["loss"]}
         for r in res["slices"]:
@@ -292,7 +217,7 @@ class MQARTask(Task):
         return out
 
 
-class LMTask(Task):
+class LMTask(_TokenTask):
     name = "lm"
     periodic_splits = ("val",)
     final_splits = ("val",)
@@ -315,7 +240,7 @@ class LMTask(Task):
         self.data = data
         self.tokenizer = data.tokenizer
         self.vocab_size = len(data.tokenizer)
-        self.windows = _windows(data.train)
+        self.windows = data.train.windows()
         self.groups = [self.windows]
         self.group_names = [f"lm.source ({data.train_tokens.numel()} train tokens, seq_len={lm.seq_len})"]
         self.is_bytes = is_byte_tokenizer(self.tokenizer)
@@ -331,16 +256,10 @@ class LMTask(Task):
     def target_count(self, group, idx):
         return len(idx) * self.cfg.lm.seq_len
 
-    def tokens(self, batch):
-        return batch["input_ids"].numel()
-
     def build_net(self):
         from ..data import special_token_ids
 
         return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
-
-    def objective(self, net):
-        return TokenObjective(net)
 
     def _metrics(self, nll: float) -> dict:
         out = {"loss": nll, "ppl": math.exp(min(nll, 50.0))}
@@ -349,15 +268,11 @@ class LMTask(Task):
         return out
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.perplexity import evaluate_nll
-
         res = evaluate_nll(module, self.data.val_tokens, self.cfg.lm.seq_len, batch_size, info,
                            max_tokens=self.cfg.lm.max_eval_tokens)
         return self._metrics(res["nll"])
 
     def extra_final(self, module, batch_size, info):
-        from ..eval.perplexity import perplexity_vs_length
-
         lengths = self.cfg.lm.eval_lengths
         if not lengths:
             return {}
@@ -373,11 +288,6 @@ class LMTask(Task):
         super().export(net, state_dict, directory)
         if hasattr(self.tokenizer, "save_pretrained"):
             self.tokenizer.save_pretrained(str(directory))
-
-
-def _windows(ds) -> torch.Tensor:
-    """All ``[N, seq_len + 1]`` windows of an ``LMDataset`` as one view."""
-    return ds.tokens.unfold(0, ds.seq_len + 1, ds.stride)[: len(ds)]
 
 
 def _check_sources(source, fmt):
@@ -429,7 +339,7 @@ class ForecastTask(Task):
         return batch["x"].shape[0] * batch["x"].shape[1]
 
     def build_net(self):
-        from .forecast import DLinear, ForecastModel
+        from ..models.forecasting import DLinear, ForecastModel
 
         ts = self.cfg.timeseries
         if ts.head == "dlinear":  # the linear reference: no backbone, the model section is unused
@@ -447,8 +357,6 @@ class ForecastTask(Task):
         return {"loss": sums["loss_sum"] / n, "mae": sums["abs_sum"] / n}
 
     def evaluate(self, module, split, batch_size, info):
-        from ..eval.forecast import evaluate_forecast
-
         return evaluate_forecast(module, self.splits[split], batch_size, info, max_windows=self.cfg.timeseries.max_eval_windows)
 
     def export(self, net, state_dict, directory):

@@ -32,7 +32,7 @@ import torch
 import yaml
 
 from . import checkpoint as ckpt
-from .config import Config, to_dict
+from .config import Config, model_identity, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier, broadcast_object, destroy, init_distributed, wrap_model
 from .errors import CheckpointError, ConfigError, NonFiniteError, OutputError, SlotmemTrainError, output_error
 from .metrics import Meter, MetricsLogger
@@ -273,6 +273,8 @@ class Trainer:
             path = Path(r)
             state = ckpt.load_checkpoint(path)
         mine, theirs = to_dict(self.cfg), state["config"]
+        if isinstance(theirs.get("model"), dict):  # a checkpoint written before or after the model section changed
+            mine["model"], theirs = model_identity(mine["model"]), {**theirs, "model": model_identity(theirs["model"])}
         diffs = []
         for key in _RESUME_MUST_MATCH:
             try:

@@ -1,9 +1,10 @@
-"""Chunk-parallel Lattice (``shared/spec/lattice.md``, "Chunk-wise parallel form").
+"""Chunk-parallel Lattice (``docs/lattice.md``, "Chunk-parallel form").
 
 Chunks run one after the other; inside a chunk everything is matmuls. Inner gradients are
 taken at the chunk-start state ``S0`` (``chunk_mode='stale'``) or the update is linearised
 into a per-slot gate (``'linearized'``); the slot norms used by the reads are exact.
-``chunk_size=1`` is the exact recurrence, so ``fused_recurrent_lattice`` is this form with C=1.
+``chunk_size=1`` is the exact recurrence, so ``recurrent_lattice`` is this form with C=1. Validation,
+packed sequences, dtype, carry and the scan over chunks are the shared driver's (``ops/driver.py``).
 
 Notation per chunk (rows are the chunk's tokens): ``R`` residuals [C, d], ``P = R Ŝ0ᵀ``
 [C, m], ``Bm = η ⊙ K / n0`` [C, m], ``G = R Rᵀ`` [C, C]. In slot coordinates the running
@@ -13,55 +14,39 @@ the per-token retraction, which the read is invariant to).
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 import torch.nn.functional as F
 
-from ..utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, run_varlen, scan_chunks, state_dtype, tree_map
-from .knobs import LatticeKnobs, check_inputs, default_state, parse_knobs
+from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
+from .knobs import LatticeKnobs, check_inputs, default_state_like
 
 
-def chunk_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=64, cu_seqlens=None, **knobs):
+def chunk_lattice(q, k, v, eta, *, knobs: LatticeKnobs | None = None, initial_state=None, output_final_state=False,
+                  chunk_size=DEFAULT_CHUNK_SIZE, cu_seqlens=None, **knob_kwargs):
     """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] (per head) or [B, T, H, m] (per slot).
 
+    ``knobs``: a ``LatticeKnobs``, or the knobs as keywords (``slot_renorm="step"``...).
     ``initial_state``: [B, H, m, d] (row i = slot i; [N, H, m, d] with ``cu_seqlens``), or a
     ``ChunkCarry`` of such states. Returns ``(o [B, T, H, d], final_state or None)``; o is read after
     the write. With a plain state, calls chain exactly (T1 + T2 == T) when T1 is a multiple of
     ``chunk_size``; with a ``ChunkCarry`` (one is returned) any split chains exactly.
     """
-    kn = parse_knobs("chunk_lattice", knobs)
-    check_chunk_size(chunk_size)
-    packed = cu_seqlens is not None
-    if isinstance(initial_state, ChunkCarry):
-        rows = initial_state.offset.shape[0] if packed else q.shape[0]
-        check_carry(initial_state, rows, chunk_size, lambda s: check_inputs(q, k, v, eta, s, packed=packed))
-    else:
-        check_inputs(q, k, v, eta, initial_state, packed=packed)
-    check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
-    if cu_seqlens is not None:
-        fn = partial(chunk_lattice, chunk_size=chunk_size, **knobs)
-        return run_varlen(fn, (q, k, v, eta), cu_seqlens, initial_state, output_final_state)
-    B, T, H, m = q.shape
-    d = v.shape[-1]
-    dt = state_dtype(q)
-    if initial_state is None:
-        initial_state = default_state(B, H, m, d, dt, q.device)
-    initial_state = tree_map(lambda t: t.to(dt) if t.is_floating_point() else t, initial_state)
-    qh, kh, vh = (x.transpose(1, 2).to(dt) for x in (q, k, v))
-    eh = eta.transpose(1, 2).to(dt)
-    if eta.dim() == 3:
-        eh = eh[..., None]
-    o, final = scan_chunks(lambda xs, start, anchor, end: _chunk(*xs, start, anchor, end, kn), (qh, kh, vh, eh),
-                           initial_state, chunk_size)
-    o = vh.new_zeros(B, H, 0, d) if o is None else o
-    return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
+    kn = resolve_knobs("chunk_lattice", LatticeKnobs, knobs, knob_kwargs)
+    return run_chunked(_LATTICE, (q, k, v, eta), knobs=kn, initial_state=initial_state,
+                       output_final_state=output_final_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
 
 
-def fused_recurrent_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, cu_seqlens=None, **knobs):
-    """The exact token-by-token recurrence (the decode path); same shapes as ``chunk_lattice``."""
-    return chunk_lattice(q, k, v, eta, initial_state=initial_state, output_final_state=output_final_state,
-                         chunk_size=1, cu_seqlens=cu_seqlens, **knobs)
+def recurrent_lattice(q, k, v, eta, *, knobs: LatticeKnobs | None = None, initial_state=None, output_final_state=False,
+                      cu_seqlens=None, **knob_kwargs):
+    """The exact token-by-token recurrence (the decode path): ``chunk_lattice`` with ``chunk_size=1``."""
+    return chunk_lattice(q, k, v, eta, knobs=knobs, initial_state=initial_state, output_final_state=output_final_state,
+                         chunk_size=1, cu_seqlens=cu_seqlens, **knob_kwargs)
+
+
+def _to_heads(q, k, v, eta, dtype):
+    """[B, T, H, .] -> [B, H, T, .] in the state dtype; a per-head eta gets a slot axis of 1."""
+    qh, kh, vh, eh = (x.transpose(1, 2).to(dtype) for x in (q, k, v, eta))
+    return qh, kh, vh, (eh[..., None] if eta.dim() == 3 else eh)
 
 
 def _chunk(Q, K, V, E, S0, anchor, chunk_end, kn: LatticeKnobs):
@@ -160,3 +145,6 @@ def _norm_scan(Bm, P, G, W0, h, n0sq, gate, kn: LatticeKnobs):
         Be_rows.append(bt)
         n2_rows.append(N)
     return torch.stack(Be_rows, dim=-2), torch.stack(n2_rows, dim=-2)
+
+
+_LATTICE = OpSpec(check_inputs, default_state_like, _to_heads, _chunk)

@@ -1,4 +1,4 @@
-"""The Lattice knobs (``shared/spec/lattice.md``) and input validation shared by all forms.
+"""The Lattice knobs (``docs/lattice.md``, "Knobs") and input validation shared by all forms.
 
 Every default here is ours (a reconstruction), not a value taken from the paper.
 """
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
+from ..utils import check_gate_dtype, check_knobs, check_tensor
 
 OBJECTIVES = ("reconstruct", "similarity")
 SLOT_RENORMS = ("none", "step", "chunk")
@@ -33,19 +33,8 @@ class LatticeKnobs:
     eps: float = 1e-6
 
     def __post_init__(self):
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_choice("slot_renorm", self.slot_renorm, SLOT_RENORMS)
-        check_choice("chunk_mode", self.chunk_mode, CHUNK_MODES)
-        check_choice("read", self.read, READS)
-        check_choice("outer_grad", self.outer_grad, OUTER_GRADS)
-        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
-            raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}")
-
-
-def parse_knobs(op: str, knobs: dict) -> LatticeKnobs:
-    names = set(LatticeKnobs.__dataclass_fields__)
-    check_no_extra(op, {k: v for k, v in knobs.items() if k not in names})
-    return LatticeKnobs(**knobs)
+        check_knobs(self, {"objective": OBJECTIVES, "slot_renorm": SLOT_RENORMS, "chunk_mode": CHUNK_MODES,
+                           "read": READS, "outer_grad": OUTER_GRADS})
 
 
 def check_inputs(q, k, v, eta, initial_state, packed: bool = False) -> None:
@@ -82,3 +71,9 @@ def default_state(batch: int, heads: int, m: int, d: int, dtype, device) -> torc
     eye = torch.eye(d, dtype=dtype, device=device)
     rows = eye[torch.arange(m, device=device) % d]
     return rows.expand(batch, heads, m, d).clone()
+
+
+def default_state_like(q, k, v, eta, dtype) -> torch.Tensor:
+    """``default_state`` for the op's inputs (shapes as ``check_inputs``)."""
+    B, _, H, m = q.shape
+    return default_state(B, H, m, v.shape[-1], dtype, q.device)

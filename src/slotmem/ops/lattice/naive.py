@@ -2,14 +2,15 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from.
-``chunk_size=1`` is the exact recurrence of the spec.
+``chunk_size=1`` is the exact recurrence (``docs/lattice.md``, "Recurrence").
 """
 from __future__ import annotations
 
 import torch
 
-from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
-from .knobs import check_inputs, default_state, parse_knobs
+from ..driver import finish_naive, resolve_knobs, start_naive
+from ..utils import tree_where
+from .knobs import LatticeKnobs, check_inputs, default_state_like
 
 
 def _norms(S: torch.Tensor, eps: float) -> torch.Tensor:
@@ -17,25 +18,16 @@ def _norms(S: torch.Tensor, eps: float) -> torch.Tensor:
     return S.pow(2).sum(-1).sqrt().clamp_min(eps)
 
 
-def naive_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
+def naive_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False, chunk_size=1, knobs=None,
+                  **knob_kwargs):
     """q, k: [B, T, H, m]; v: [B, T, H, d]; eta: [B, T, H] or [B, T, H, m].
 
     State ``[B, H, m, d]`` (row i = slot i), or a ``ChunkCarry`` (the chunk grid continues from the
     previous call; one is returned). Returns ``(o [B, T, H, d], final_state or None)``.
     """
-    kn = parse_knobs("naive_lattice", knobs)
-    check_chunk_size(chunk_size)
-    B, T, H, m = q.shape
-    d = v.shape[-1]
-    dt = state_dtype(q)
-    carry = isinstance(initial_state, ChunkCarry)
-    if carry:
-        check_carry(initial_state, B, chunk_size, lambda s: check_inputs(q, k, v, eta, s))
-        S, anchor, offset = initial_state.state.to(dt), initial_state.anchor.to(dt), initial_state.offset
-    else:
-        check_inputs(q, k, v, eta, initial_state)
-        S = default_state(B, H, m, d, dt, q.device) if initial_state is None else initial_state.to(dt)
-        anchor, offset = S, torch.zeros(B, dtype=torch.long, device=q.device)
+    kn = resolve_knobs("naive_lattice", LatticeKnobs, knobs, knob_kwargs)
+    S, anchor, offset, carry, dt = start_naive(check_inputs, default_state_like, (q, k, v, eta), initial_state, chunk_size)
+    T = q.shape[1]
     per_slot = eta.dim() == 4
     outs = []
     for t in range(T):
@@ -62,10 +54,4 @@ def naive_lattice(q, k, v, eta, *, initial_state=None, output_final_state=False,
             S = S_unit if kn.slot_renorm == "step" else tree_where(chunk_end, S_unit, S)
         if kn.read == "after":
             outs.append(torch.einsum("bhm,bhmd->bhd", qt / _norms(S, kn.eps), S))
-    o = torch.stack(outs, dim=1) if outs else v.new_zeros(B, 0, H, d, dtype=dt)
-    if not output_final_state:
-        return o.to(v.dtype), None
-    if not carry:
-        return o.to(v.dtype), S
-    new_offset = (offset + T) % chunk_size
-    return o.to(v.dtype), ChunkCarry(S, tree_where(new_offset == 0, S, anchor), new_offset)
+    return finish_naive(outs, v, dt, S, anchor, offset, carry, chunk_size, output_final_state)

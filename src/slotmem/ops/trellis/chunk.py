@@ -1,8 +1,9 @@
-"""Chunk-parallel Trellis (``shared/spec/trellis.md``, "Chunk-wise parallel form").
+"""Chunk-parallel Trellis (``docs/trellis.md``, "Chunk-parallel form").
 
 Chunks run one after the other; inside a chunk everything is matmuls. Every inner gradient
 is taken at the chunk-start state ``M0`` (frozen Jacobian), so ``chunk_size=1`` is the exact
-recurrence and ``fused_recurrent_trellis`` is this form with C=1.
+recurrence and ``recurrent_trellis`` is this form with C=1. Validation, packed sequences, dtype, carry
+and the scan over chunks are the shared driver's (``ops/driver.py``).
 
 Both passes write ``M <- beta M - gamma s eᵀ`` with a slot vector ``s`` [m] and a feature
 vector ``e`` [d]: pass 1 ``(u(Mk0 k), k)``; pass 2 ``(u(Mv0 v), v)`` (encode) or
@@ -15,61 +16,46 @@ vector ``e`` [d]: pass 1 ``(u(Mk0 k), k)``; pass 2 ``(u(Mv0 v), v)`` (encode) or
 """
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 
-from ..utils import ChunkCarry, check_carry, check_chunk_size, check_cu_seqlens, run_varlen, scan_chunks, state_dtype, tree_map
-from .knobs import TrellisKnobs, activation, check_inputs, parse_knobs, write_grad, zero_state
+from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
+from .knobs import TrellisKnobs, activation, check_inputs, default_state_like, write_grad
 
 
-def chunk_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=64,
-                  cu_seqlens=None, **knobs):
+def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
+                  output_final_state=False, chunk_size=DEFAULT_CHUNK_SIZE, cu_seqlens=None, **knob_kwargs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta (in (0, 1]), gamma: [B, T, H].
 
+    ``knobs``: a ``TrellisKnobs``, or the knobs as keywords (``phi="identity"``...).
     ``initial_state``: ``(Mk [B, H, m, dk], Mv [B, H, m, dv])`` (leading dim N with ``cu_seqlens``,
     which needs B = 1), or a ``ChunkCarry`` of such pairs. Returns ``(o [B, T, H, dv], final_state or
     None)``; reads follow the writes. With a plain state, calls chain exactly (T1 + T2 == T) when T1 is
     a multiple of ``chunk_size``; with a ``ChunkCarry`` (one is returned) any split chains exactly.
     """
-    kn = parse_knobs("chunk_trellis", knobs)
-    check_chunk_size(chunk_size)
-    packed = cu_seqlens is not None
-    if isinstance(initial_state, ChunkCarry):
-        rows = initial_state.offset.shape[0] if packed else q.shape[0]
-        check_carry(initial_state, rows, chunk_size, lambda s: check_inputs(q, k, v, alpha, beta, gamma, s, packed=packed))
-    else:
-        check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed=packed)
-    check_cu_seqlens(cu_seqlens, q.shape[0], q.shape[1])
-    if cu_seqlens is not None:
-        fn = partial(chunk_trellis, chunk_size=chunk_size, **knobs)
-        return run_varlen(fn, (q, k, v, alpha, beta, gamma), cu_seqlens, initial_state, output_final_state)
-    B, T, H, dk = q.shape
-    dv, m = v.shape[-1], alpha.shape[-1]
-    dt = state_dtype(q)
-    if initial_state is None:
-        initial_state = zero_state(B, H, m, dk, dv, dt, q.device)
-    initial_state = tree_map(lambda t: t.to(dt) if t.is_floating_point() else t, initial_state)
-    qh, kh, vh, ah = (x.transpose(1, 2).to(dt) for x in (q, k, v, alpha))
-    logb, gh = torch.log(beta.transpose(1, 2).to(dt)), gamma.transpose(1, 2).to(dt)
-    o, final = scan_chunks(lambda xs, start, anchor, end: _chunk(*xs, start, anchor, kn), (qh, kh, vh, ah, logb, gh),
-                           initial_state, chunk_size)
-    o = vh.new_zeros(B, H, 0, dv) if o is None else o
-    return o.transpose(1, 2).to(v.dtype), (final if output_final_state else None)
+    kn = resolve_knobs("chunk_trellis", TrellisKnobs, knobs, knob_kwargs)
+    return run_chunked(_TRELLIS, (q, k, v, alpha, beta, gamma), knobs=kn, initial_state=initial_state,
+                       output_final_state=output_final_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
 
 
-def fused_recurrent_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False,
-                            cu_seqlens=None, **knobs):
-    """The exact token-by-token recurrence (the decode path); same shapes as ``chunk_trellis``."""
-    return chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=initial_state,
-                         output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens, **knobs)
+def recurrent_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
+                      output_final_state=False, cu_seqlens=None, **knob_kwargs):
+    """The exact token-by-token recurrence (the decode path): ``chunk_trellis`` with ``chunk_size=1``."""
+    return chunk_trellis(q, k, v, alpha, beta, gamma, knobs=knobs, initial_state=initial_state,
+                         output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens, **knob_kwargs)
 
 
-def _chunk(Q, K, V, A, logb, g, start, anchor, kn: TrellisKnobs):
+def _to_heads(q, k, v, alpha, beta, gamma, dtype):
+    """[B, T, H, .] -> [B, H, T, .] in the state dtype; beta as log beta."""
+    qh, kh, vh, ah, bh, gh = (x.transpose(1, 2).to(dtype) for x in (q, k, v, alpha, beta, gamma))
+    return qh, kh, vh, ah, torch.log(bh), gh
+
+
+def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
     """One chunk. Q, K: [B, H, C, dk]; V: [B, H, C, dv]; A: [B, H, C, m]; logb, g: [B, H, C];
     ``start`` (the running state at the chunk's first token) and ``anchor`` (where the inner
     gradients are taken: the chunk-start state, or an earlier one when a call resumes mid-chunk):
-    ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``. Returns ``(o [B, H, C, dv], (Mk, Mv))``."""
+    ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``. ``chunk_end`` is unused: a Trellis chunk ends with no
+    extra step. Returns ``(o [B, H, C, dv], (Mk, Mv))``."""
     (Mk0, Mv0), (Mka, Mva) = start, anchor
     C = Q.shape[-2]
     ell = torch.cumsum(logb, dim=-1)                                   # l_t   [B, H, C]
@@ -97,3 +83,6 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, kn: TrellisKnobs):
     Mk = PC * Mk0 - (last * Sk).transpose(-1, -2) @ K
     Mv = PC * Mv0 - (last * Sv).transpose(-1, -2) @ Ev
     return o, (Mk, Mv)
+
+
+_TRELLIS = OpSpec(check_inputs, default_state_like, _to_heads, _chunk)

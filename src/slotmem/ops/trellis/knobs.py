@@ -1,4 +1,4 @@
-"""The Trellis knobs (``shared/spec/trellis.md``), the maps they name, and input validation.
+"""The Trellis knobs (``docs/trellis.md``, "Knobs"), the maps they name, and input validation.
 
 Every default here is ours (a reconstruction), not a value taken from the paper. All maps
 act on the last axis (the slot axis for ``phi`` and ``f``, the value axis for ``psi``).
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_choice, check_gate_dtype, check_no_extra, check_tensor
+from ..utils import check_gate_dtype, check_knobs, check_tensor
 
 PHIS = ("identity", "silu", "ln_silu", "l2_silu")
 FS = ("ln_silu", "l2_silu", "softmax", "identity")
@@ -35,19 +35,8 @@ class TrellisKnobs:
     eps: float = 1e-5
 
     def __post_init__(self):
-        check_choice("phi", self.phi, PHIS)
-        check_choice("f", self.f, FS)
-        check_choice("psi", self.psi, PSIS)
-        check_choice("value_objective", self.value_objective, VALUE_OBJECTIVES)
-        check_choice("outer_grad", self.outer_grad, OUTER_GRADS)
-        if not (isinstance(self.eps, float) and 0.0 < self.eps < 1.0):
-            raise ValueError(f"eps must be a float in (0, 1), got {self.eps!r}")
-
-
-def parse_knobs(op: str, knobs: dict) -> TrellisKnobs:
-    names = set(TrellisKnobs.__dataclass_fields__)
-    check_no_extra(op, {k: v for k, v in knobs.items() if k not in names})
-    return TrellisKnobs(**knobs)
+        check_knobs(self, {"phi": PHIS, "f": FS, "psi": PSIS, "value_objective": VALUE_OBJECTIVES,
+                           "outer_grad": OUTER_GRADS})
 
 
 def _normalise(x: torch.Tensor, kind: str, eps: float):
@@ -69,7 +58,7 @@ def _normalise_vjp(g: torch.Tensor, y: torch.Tensor, s: torch.Tensor, kind: str)
 
 def activation(x: torch.Tensor, name: str, eps: float) -> torch.Tensor:
     """Apply a map named by ``phi``, ``f`` or ``psi`` over the last axis. The normalised maps
-    normalise AFTER the SiLU (spec, "Nonlinearities"): ``ln_silu = LN(SiLU(x))``,
+    normalise AFTER the SiLU (``docs/trellis.md``, "The write as a closed-form VJP"): ``ln_silu = LN(SiLU(x))``,
     ``l2_silu = SiLU(x) / sqrt(‖SiLU(x)‖² + eps)``."""
     if name in ("identity", "none"):
         return x
@@ -138,7 +127,13 @@ def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = Fals
             raise ValueError(f"initial_state {name} must be [{n}, H={H}, m={m}, {dname}={d}], got {tuple(x.shape)}")
 
 
-def zero_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
+def default_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
     """The state used when ``initial_state=None``: ``(Mk, Mv)`` zeros."""
     return (torch.zeros(batch, heads, m, dk, dtype=dtype, device=device),
             torch.zeros(batch, heads, m, dv, dtype=dtype, device=device))
+
+
+def default_state_like(q, k, v, alpha, beta, gamma, dtype):
+    """``default_state`` for the op's inputs (shapes as ``check_inputs``)."""
+    B, _, H, dk = q.shape
+    return default_state(B, H, alpha.shape[-1], dk, v.shape[-1], dtype, q.device)

@@ -2,36 +2,28 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from (frozen
-Jacobian). ``chunk_size=1`` is the exact recurrence of the spec.
+Jacobian). ``chunk_size=1`` is the exact recurrence (``docs/trellis.md``, "Recurrence").
 """
 from __future__ import annotations
 
 import torch
 
-from ..utils import ChunkCarry, check_carry, check_chunk_size, state_dtype, tree_where
-from .knobs import activation, check_inputs, parse_knobs, write_grad, zero_state
+from ..driver import finish_naive, resolve_knobs, start_naive
+from ..utils import tree_where
+from .knobs import TrellisKnobs, activation, check_inputs, default_state_like, write_grad
 
 
-def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1, **knobs):
+def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1,
+                  knobs=None, **knob_kwargs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H].
 
     State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default, or a ``ChunkCarry`` (the chunk
     grid continues from the previous call; one is returned). Returns ``(o [B, T, H, dv], state or None)``.
     """
-    kn = parse_knobs("naive_trellis", knobs)
-    check_chunk_size(chunk_size)
-    B, T, H, dk = q.shape
-    dv, m = v.shape[-1], alpha.shape[-1]
-    dt = state_dtype(q)
-    carry = isinstance(initial_state, ChunkCarry)
-    if carry:
-        check_carry(initial_state, B, chunk_size, lambda s: check_inputs(q, k, v, alpha, beta, gamma, s))
-        Mk, Mv = (s.to(dt) for s in initial_state.state)
-        anchor, offset = tuple(s.to(dt) for s in initial_state.anchor), initial_state.offset
-    else:
-        check_inputs(q, k, v, alpha, beta, gamma, initial_state)
-        Mk, Mv = zero_state(B, H, m, dk, dv, dt, q.device) if initial_state is None else (s.to(dt) for s in initial_state)
-        anchor, offset = (Mk, Mv), torch.zeros(B, dtype=torch.long, device=q.device)
+    kn = resolve_knobs("naive_trellis", TrellisKnobs, knobs, knob_kwargs)
+    inputs = (q, k, v, alpha, beta, gamma)
+    (Mk, Mv), anchor, offset, carry, dt = start_naive(check_inputs, default_state_like, inputs, initial_state, chunk_size)
+    T = q.shape[1]
     outs = []
     for t in range(T):
         qt, kt, vt, at = (x[:, t].to(dt) for x in (q, k, v, alpha))
@@ -49,10 +41,4 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
             s, e = at, torch.einsum("bhmd,bhm->bhd", Av, at) - vt
         Mv = bt * Mv - gt * s[..., None] * e[..., None, :]
         outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.eps))
-    o = torch.stack(outs, dim=1) if outs else v.new_zeros(B, 0, H, dv, dtype=dt)
-    if not output_final_state:
-        return o.to(v.dtype), None
-    if not carry:
-        return o.to(v.dtype), (Mk, Mv)
-    new_offset = (offset + T) % chunk_size
-    return o.to(v.dtype), ChunkCarry((Mk, Mv), tree_where(new_offset == 0, (Mk, Mv), anchor), new_offset)
+    return finish_naive(outs, v, dt, (Mk, Mv), anchor, offset, carry, chunk_size, output_final_state)

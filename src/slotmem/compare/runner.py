@@ -1,7 +1,7 @@
 """``slotmem compare``: train several models on the same task (MQAR, language modelling or
 forecasting) under one protocol, and report mean and spread over seeds in a table, plots and JSON.
 
-The protocol (``docs/spec``: evaluation.md, "Comparison protocol"), for every model and
+The protocol (its results: ``docs/results.md``), for every model and
 every point of its sweep axis:
 
 1. **learning-rate sweep**: one run per lr of the model's grid (``protocol.lr_grid``, or the
@@ -49,13 +49,12 @@ import json
 import math
 import os
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..configs import builtin_path
-from ..train.config import Config, apply_overrides, config_from_dict, read_yaml, to_dict
+from ..train.config import Config, apply_overrides, config_from_dict, model_identity, read_yaml, to_dict
 from ..train.errors import ConfigError, NonFiniteError
 
 DEFAULT_CONFIG = builtin_path("compare_mqar")
@@ -76,7 +75,7 @@ _NOT_IDENTITY = (("out_dir",), ("name",), ("train", "num_threads"), ("train", "p
 def _merge(a: dict, b: dict) -> dict:
     out = copy.deepcopy(a)
     for k, v in b.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("mixer_kwargs", "extra"):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k not in ("mixer_kwargs", "attn_kwargs"):
             out[k] = _merge(out[k], v)
         elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
@@ -263,8 +262,10 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
 
 
 def identity_hash(cfg_dict: dict) -> str:
-    """A short hash of everything in a run's config that changes its result."""
+    """A short hash of everything in a run's config that changes its result (the model section in the
+    form ``model_identity`` gives, so that runs recorded before the section changed are found again)."""
     d = copy.deepcopy(cfg_dict)
+    d["model"] = model_identity(d["model"])
     for keys in _NOT_IDENTITY:
         node = d
         for k in keys[:-1]:
@@ -315,14 +316,14 @@ def fit_and_score(cfg: Config, val_examples: int = 256, quiet: bool = True) -> d
 
 
 def _score_mqar(task, cfg, res, module, bs, info, val_examples):
-    from ..data import MQARConfig, generate_mqar
-    from .mqar import evaluate_mqar_slices
+    from ..data import generate_mqar
+    from ..eval.mqar import evaluate_mqar_slices
 
     q = cfg.mqar
     flags = in_distribution(cfg)
     val_slices = []
     for s in q.test:
-        spec = MQARConfig(s.seq_len, s.num_kv_pairs, min(s.num_examples, val_examples), q.vocab_size, q.power_a, q.seed)
+        spec = q.slice_config(s, min(s.num_examples, val_examples))
         val_slices.append((spec, *generate_mqar(spec, "val")))
     v = evaluate_mqar_slices(module, val_slices, bs, info)
     accs = [r["acc"] for r in v["slices"]]
@@ -351,7 +352,7 @@ def lm_split_tokens(tokens):
 
 
 def _score_lm(task, cfg, module, bs, info, lengths):
-    from .perplexity import evaluate_nll, perplexity_vs_length
+    from ..eval.perplexity import evaluate_nll, perplexity_vs_length
 
     val_tok, test_tok = lm_split_tokens(task.data.val_tokens)
     mx = cfg.lm.max_eval_tokens

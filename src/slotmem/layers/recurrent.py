@@ -1,15 +1,15 @@
-"""The plumbing every slot-memory token mixer shares: padding masks (unpad, never zero),
-packed sequences, the short-convolution cache and the recurrent-state cache."""
+"""``RecurrentMixer``: the plumbing every recurrent token mixer shares (the slot memories and the
+recurrent baselines): padding masks (unpad, never zero), packed sequences and the per-layer
+entry of the recurrent-state cache."""
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
 from ..modules import RecurrentCache, pad, unpad
-from ..ops.utils import ChunkCarry
 
 
-class SlotMemoryLayer(nn.Module):
+class RecurrentMixer(nn.Module):
     """Subclasses implement ``_mix(x, state, cu_seqlens, use_cache) -> (o, new_state)`` on packed or
     batched inputs ``x [B', T', hidden]``, where ``state`` is the cached dict or None."""
 
@@ -50,20 +50,5 @@ class SlotMemoryLayer(nn.Module):
 
 
 def num_sequences(x: torch.Tensor, cu_seqlens) -> int:
+    """Sequences in ``x``: its batch size, or the packed sequences of ``cu_seqlens``."""
     return x.shape[0] if cu_seqlens is None else cu_seqlens.numel() - 1
-
-
-def resume_state(state: dict | None, fresh, use_cache: bool):
-    """The op's ``initial_state`` for a chunked slot memory: ``fresh`` (the layer's S_0) at the start,
-    as a ``ChunkCarry`` when the result will be cached, so that decoding continues the chunk grid of
-    the prefill and reproduces the chunk-parallel forward exactly; the cached carry afterwards."""
-    if state is not None:
-        return ChunkCarry(state["recurrent_state"], state["anchor_state"], state["chunk_offset"])
-    return ChunkCarry.start(fresh) if use_cache else fresh
-
-
-def cache_entry(final, conv_state) -> dict:
-    """What a chunked slot memory stores per layer: batch-first tensors only (beam search reorders them)."""
-    if not isinstance(final, ChunkCarry):
-        return {}
-    return dict(recurrent_state=final.state, anchor_state=final.anchor, chunk_offset=final.offset, conv_state=conv_state)
