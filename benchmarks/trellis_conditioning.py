@@ -19,9 +19,10 @@ import torch
 from slotmem.layers import TrellisAttention
 
 VARIANTS = {
-    "M0=0, eps=1e-5": dict(learn_initial_state=False),
+    "M0=0, eps=1e-5": dict(learn_initial_state=False, eps=1e-5),
     "M0=0, eps=1e-2": dict(learn_initial_state=False, eps=1e-2),
-    "M0 learned (unit rows), eps=1e-5": dict(learn_initial_state=True),
+    "M0 learned (unit rows), eps=1e-5": dict(learn_initial_state=True, eps=1e-5),
+    "M0=0, eps=0.5 (the default)": dict(learn_initial_state=False, eps=0.5),
 }
 PAPER = dict(phi="ln_silu", f="ln_silu", psi="ln_silu", value_objective="encode")
 

@@ -5,7 +5,8 @@
 is queried at tokens ``kv .. 2kv-1`` (no writes there). A query counts as recalled when the op's
 output is nearest (cosine) to its own ``v_j`` among the ``kv`` values. Recall is reported apart for
 the pairs written in the FIRST chunk (for ``C = 1``: the first token) and for all LATER ones, because
-that is where the knobs differ: with ``phi = ln_silu``, ``M_0 = 0`` and a small ``eps`` the first
+that is where the knobs differ (``eps`` given explicitly per variant; it also floors f and psi): with
+``phi = ln_silu``, ``M_0 = 0`` and a small ``eps`` (1e-5, the default until 2026-12-02) the first
 write is made at ``z = 0``, where ``LN(SiLU(z))`` has gain ``1/sqrt(eps)``, and every later write is
 drowned by it.
 
@@ -26,8 +27,8 @@ VARIANTS = {  # name -> op knobs and the scale of a random non-zero M_0 (0: M_0 
     "ln_silu eps=1e-5 (M0=0)": dict(knobs=dict(eps=1e-5), m0=0.0),
     "ln_silu eps=0.5 (M0=0)": dict(knobs=dict(eps=0.5), m0=0.0),
     "ln_silu eps=1e-5, random M0": dict(knobs=dict(eps=1e-5), m0=1.0),
-    "phi=silu (M0=0)": dict(knobs=dict(phi="silu"), m0=0.0),
-    "phi=identity (M0=0)": dict(knobs=dict(phi="identity"), m0=0.0),
+    "phi=silu (M0=0)": dict(knobs=dict(phi="silu", eps=1e-5), m0=0.0),
+    "phi=identity (M0=0)": dict(knobs=dict(phi="identity", eps=1e-5), m0=0.0),
 }
 
 
