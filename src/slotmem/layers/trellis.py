@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..checks import check_choice, check_positive_float
+from ..checks import check_bool, check_choice, check_positive_float
 from ..modules import ShortConvolution
 from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.trellis import TrellisKnobs, chunk_trellis
@@ -45,8 +45,7 @@ class TrellisAttention(SlotMemoryMixer):
         check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
         check_positive_float("gamma_max", gamma_max)
         lo, hi = _check_beta_init(beta_init)
-        if not isinstance(forget_gate, bool):
-            raise ValueError(f"forget_gate must be a bool, got {forget_gate!r}")
+        check_bool("forget_gate", forget_gate)
         self.qk_l2norm, self.gamma_mode, self.gamma_max = bool(qk_l2norm), gamma_mode, float(gamma_max)
         H, m, d = num_heads, self.num_slots, self.head_dim
         self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
