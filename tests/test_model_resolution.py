@@ -1,7 +1,7 @@
 """Every shipped config resolves to the same model as recorded in
-``tests/data/shipped_model_configs.json`` (recorded before the issue-13 refactor): the
-effective ``SlotMemConfig`` of each training config, each comparison run (default preset) and
-each model config file. Moving a default or renaming a key must not change what they build.
+``tests/data/shipped_model_configs.json`` (first recorded before the issue-13 refactor, re-recorded
+on each deliberate change): the effective ``SlotMemConfig`` of each training config, each
+comparison run (default preset) and each model config file. Moving a default or renaming a key must not change what they build.
 
 A deliberate change regenerates it: ``SLOTMEM_REGEN_MODEL_CONFIGS=1 python -m pytest tests/test_model_resolution.py``.
 Configs added after the recording are not in the fixture and are not compared.
