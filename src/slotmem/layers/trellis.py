@@ -24,9 +24,10 @@ class TrellisAttention(SlotMemoryMixer):
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
     drawn so β starts in ``beta_init`` (``forget_gate=False``: β = 1, the paper's "no forget gate"
-    ablation), inner step ``γ = softplus(W_γ x + b)``
-    (initialised near ``1/E‖k‖²``: ``1/head_dim`` for ``‖k‖² ≈ head_dim``, 1 with ``qk_l2norm``) or
-    ``gamma_max · sigmoid(...)`` (gates in float32 even under autocast); initial memories ``M_0``
+    ablation), inner step (``gamma_mode``): ``softplus(W_γ x + b)`` starting at ``1/head_dim`` (1 with
+    ``qk_l2norm``), ``gamma_max · sigmoid(...)``, or ``key_normalized``: ``γ = gamma_max · sigmoid(...) / ‖k‖²``
+    starting at ``gamma_max/2 · 1/‖k‖²`` — a normalised-LMS step, so one write moves the written key's
+    response by the same amount whatever the key's norm (gates in float32 even under autocast); initial memories ``M_0``
     learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
     output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
     Op knobs (phi, f, psi, value_objective, outer_grad, eps) become one ``TrellisKnobs``, checked here
@@ -42,7 +43,7 @@ class TrellisAttention(SlotMemoryMixer):
                  gamma_mode: str = "softplus", gamma_max: float = 1.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
-        check_choice("gamma_mode", gamma_mode, ("softplus", "sigmoid"))
+        check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
         check_positive_float("gamma_max", gamma_max)
         lo, hi = _check_beta_init(beta_init)
         check_bool("forget_gate", forget_gate)
@@ -60,9 +61,11 @@ class TrellisAttention(SlotMemoryMixer):
             if forget_gate:
                 beta0 = torch.empty(H).uniform_(lo, hi)
                 self.beta_proj.bias.copy_(torch.log(beta0 / (1 - beta0)))
-            # gamma starts at 1 / E||k||^2 (||k||^2 = 1 with qk_l2norm, ~head_dim otherwise), so that one
-            # write moves z = M k by O(1); capped at half of gamma_max for the bounded parametrisation
-            gamma0 = min(1.0 if self.qk_l2norm else 1.0 / d, 0.5 * self.gamma_max)
+            # softplus / sigmoid: gamma starts at 1/head_dim (1 with qk_l2norm), capped at half of gamma_max
+            # for sigmoid. (At the default init E||k||^2 is ~0.03 head_dim, not head_dim, so gamma ||k||^2
+            # starts near 0.03: docs/ablations.md.) key_normalized: gamma ||k||^2 starts at gamma_max / 2.
+            gamma0 = 0.5 * self.gamma_max if gamma_mode == "key_normalized" else \
+                min(1.0 if self.qk_l2norm else 1.0 / d, 0.5 * self.gamma_max)
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
         if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
@@ -91,6 +94,9 @@ class TrellisAttention(SlotMemoryMixer):
             beta = F.logsigmoid(gate_logits(self.beta_proj, x)).exp().clamp_min(torch.finfo(torch.float32).tiny)
         g = gate_logits(self.gamma_proj, x)
         gamma = F.softplus(g) if self.gamma_mode == "softplus" else self.gamma_max * torch.sigmoid(g)
+        if self.gamma_mode == "key_normalized":  # gamma / (||k||^2 + 0.01) in float32; the 0.01 (as in
+            # normalised LMS) keeps a near-zero key from making a large state change
+            gamma = gamma / (k.float().pow(2).sum(-1) + 1e-2)
         n = num_sequences(x, cu_seqlens)
         fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
         o, final = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=resume_state(state, fresh, use_cache),
@@ -99,6 +105,9 @@ class TrellisAttention(SlotMemoryMixer):
         o = self.o_norm(o.to(x.dtype)) * F.gelu(rearrange(self.g_proj(x), "b t (h d) -> b t h d", h=H))
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)
+
+
+GAMMA_MODES = ("softplus", "sigmoid", "key_normalized")
 
 
 def _check_beta_init(beta_init):
