@@ -115,7 +115,10 @@ def test_trellis_gates_start_in_range():
     layer = TrellisAttention(64, 4, num_slots=16)
     beta = torch.sigmoid(layer.beta_proj(torch.zeros(1, 64)))
     assert ((beta >= 0.9) & (beta <= 0.99)).all()
-    gamma = torch.nn.functional.softplus(layer.gamma_proj(torch.zeros(1, 64)))
+    gamma = 0.05 * torch.sigmoid(layer.gamma_proj(torch.zeros(1, 64)))  # default: bounded, gamma_max 0.05
+    assert layer.gamma_mode == "sigmoid" and torch.allclose(gamma, torch.full_like(gamma, 0.025))  # min(1/16, 0.05/2)
+    unbounded = TrellisAttention(64, 4, num_slots=16, gamma_mode="softplus")
+    gamma = torch.nn.functional.softplus(unbounded.gamma_proj(torch.zeros(1, 64)))
     assert torch.allclose(gamma, torch.full_like(gamma, 1 / 16))
 
 

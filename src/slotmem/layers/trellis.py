@@ -24,12 +24,16 @@ class TrellisAttention(SlotMemoryMixer):
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
     drawn so β starts in ``beta_init`` (``forget_gate=False``: β = 1, the paper's "no forget gate"
-    ablation), inner step (``gamma_mode``): ``softplus(W_γ x + b)`` starting at ``1/head_dim`` (1 with
-    ``qk_l2norm``), ``gamma_max · sigmoid(...)``, or ``key_normalized``: ``γ = gamma_max · sigmoid(...) / ‖k‖²``
-    starting at ``gamma_max/2 · 1/‖k‖²`` — a normalised-LMS step, so one write moves the written key's
-    response by the same amount whatever the key's norm (gates in float32 even under autocast); initial memories ``M_0``
-    learnable with unit rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head RMSNorm;
-    output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
+    ablation), inner step γ by ``gamma_mode``:
+    - ``sigmoid`` (default): ``γ = gamma_max · sigmoid(W_γ x + b)``, starting at ``min(1/head_dim,
+      gamma_max/2)``; the bound (default 0.05, ours) keeps high learning rates from growing γ into the
+      regime where the first writes drown the rest (``docs/ablations.md``);
+    - ``softplus``: unbounded, starting at ``1/head_dim`` (1 with ``qk_l2norm``);
+    - ``key_normalized``: ``γ = gamma_max · sigmoid(...) / (‖k‖² + 0.01)``, a normalised-LMS step that
+      moves the written key's response by the same amount whatever the key's norm.
+    Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with unit
+    rows (``learn_initial_state``) or zeros; the two-pass Trellis op over ``m`` slots; per-head
+    RMSNorm; output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
     Op knobs (phi, f, psi, value_objective, outer_grad, eps) become one ``TrellisKnobs``, checked here
     and passed to ``chunk_trellis``.
     """
@@ -40,7 +44,7 @@ class TrellisAttention(SlotMemoryMixer):
                  conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
-                 gamma_mode: str = "softplus", gamma_max: float = 1.0, **knobs):
+                 gamma_mode: str = "sigmoid", gamma_max: float = 0.05, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
@@ -64,8 +68,9 @@ class TrellisAttention(SlotMemoryMixer):
             # softplus / sigmoid: gamma starts at 1/head_dim (1 with qk_l2norm), capped at half of gamma_max
             # for sigmoid. (At the default init E||k||^2 is ~0.03 head_dim, not head_dim, so gamma ||k||^2
             # starts near 0.03: docs/ablations.md.) key_normalized: gamma ||k||^2 starts at gamma_max / 2.
-            gamma0 = 0.5 * self.gamma_max if gamma_mode == "key_normalized" else \
-                min(1.0 if self.qk_l2norm else 1.0 / d, 0.5 * self.gamma_max)
+            gamma0 = 1.0 if self.qk_l2norm else 1.0 / d
+            if gamma_mode != "softplus":  # bounded: at most half of gamma_max
+                gamma0 = 0.5 * self.gamma_max if gamma_mode == "key_normalized" else min(gamma0, 0.5 * self.gamma_max)
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
         if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
