@@ -10,3 +10,19 @@ def _seed():
 def max_err(a, b):
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a - b).abs().max().item() if a.numel() else 0.0
+
+
+@pytest.fixture
+def trellis_op_inputs(monkeypatch):
+    """Record what ``TrellisAttention`` hands the Trellis op: a dict filled with q, k, v, alpha,
+    beta, gamma of the last call (the op still runs)."""
+    import slotmem.layers.trellis as trellis_layer
+
+    seen, real = {}, trellis_layer.chunk_trellis
+
+    def spy(q, k, v, alpha, beta, gamma, **kw):
+        seen.update(q=q, k=k, v=v, alpha=alpha, beta=beta, gamma=gamma)
+        return real(q, k, v, alpha, beta, gamma, **kw)
+
+    monkeypatch.setattr(trellis_layer, "chunk_trellis", spy)
+    return seen

@@ -122,26 +122,14 @@ def test_trellis_gates_start_in_range():
     assert torch.allclose(gamma, torch.full_like(gamma, 1 / 16))
 
 
-def test_trellis_key_normalized_step():
+def test_trellis_key_normalized_step(trellis_op_inputs):
     """gamma_mode='key_normalized' hands the op gamma = gamma_max * sigmoid(W x + b) / (||k||^2 + 0.01),
     starting at gamma ||k||^2 ~ gamma_max / 2 whatever the key norm."""
-    import slotmem.layers.trellis as trellis_layer
-    torch.manual_seed(0)
     layer = make_layer("trellis", chunk_size=4, gamma_mode="key_normalized", gamma_max=0.8)
     with torch.no_grad():
         layer.gamma_proj.weight.zero_()  # sigmoid(bias) = 1/2 at init
-    seen = {}
-    op = trellis_layer.chunk_trellis
-
-    def spy(q, k, v, alpha, beta, gamma, **kw):
-        seen.update(k=k, gamma=gamma)
-        return op(q, k, v, alpha, beta, gamma, **kw)
-
-    trellis_layer.chunk_trellis = spy
-    try:
-        layer(torch.randn(2, 9, 32, dtype=torch.float64))
-    finally:
-        trellis_layer.chunk_trellis = op
+    layer(torch.randn(2, 9, 32, dtype=torch.float64))
+    seen = trellis_op_inputs
     k2 = seen["k"].pow(2).sum(-1)
     assert max_err(seen["gamma"], 0.4 / (k2 + 1e-2)) < 1e-6  # gates are computed in float32
 

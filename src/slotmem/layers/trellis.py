@@ -68,9 +68,9 @@ class TrellisAttention(SlotMemoryMixer):
             # softplus / sigmoid: gamma starts at 1/head_dim (1 with qk_l2norm), capped at half of gamma_max
             # for sigmoid. (At the default init E||k||^2 is ~0.03 head_dim, not head_dim, so gamma ||k||^2
             # starts near 0.03: docs/ablations.md.) key_normalized: gamma ||k||^2 starts at gamma_max / 2.
-            gamma0 = 1.0 if self.qk_l2norm else 1.0 / d
-            if gamma_mode != "softplus":  # bounded: at most half of gamma_max
-                gamma0 = 0.5 * self.gamma_max if gamma_mode == "key_normalized" else min(gamma0, 0.5 * self.gamma_max)
+            per_key = 1.0 if self.qk_l2norm else 1.0 / d
+            gamma0 = {"softplus": per_key, "sigmoid": min(per_key, 0.5 * self.gamma_max),
+                      "key_normalized": 0.5 * self.gamma_max}[gamma_mode]
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
         if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
