@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -17,8 +18,10 @@ import torch.nn as nn
 import slotmem
 from slotmem.cli import main as cli_main
 from slotmem.data import byte_tokenizer, generate_mqar, load_tokenizer, tokenize_documents
-from slotmem.data.niah import NEEDLE, PREAMBLE, QUERY, make_niah_sample, niah_samples
-from slotmem.eval.niah import score_niah, summarize_niah
+from slotmem.data import IGNORE_INDEX
+from slotmem.data.niah import (NEEDLE, PREAMBLE, QUERY, encode_niah, make_niah_sample, niah_samples, niah_train_samples,
+                                split_seed)
+from slotmem.eval.niah import evaluate_niah_cells, score_niah, summarize_niah
 from slotmem.eval.perplexity import evaluate_nll
 from slotmem.models import LatticeConfig, LatticeForCausalLM
 
@@ -110,6 +113,58 @@ def test_score_niah_reads_the_answer_positions():
     assert not any(r["correct"] for r in wrong)
     cells = summarize_niah(right + wrong)
     assert {(c["length"], c["depth"], c["samples"], c["acc"]) for c in cells} == {(500, 0.0, 4, 0.5), (500, 1.0, 4, 0.5)}
+
+
+def test_encode_niah_labels_only_the_answer_and_pads_right():
+    tok = byte_tokenizer()
+    samples = niah_samples(tok, [500, 700], [0.5], 2)
+    inputs, labels = encode_niah(tok, samples, pad_id=258)
+    longest = max(len(tok.encode(s.prompt + s.answer, add_special_tokens=False)) for s in samples)
+    assert inputs.shape == labels.shape == (4, longest - 1)
+    for i, s in enumerate(samples):
+        p, a = (tok.encode(t, add_special_tokens=False) for t in (s.prompt, s.answer))
+        n = len(p) + len(a) - 1
+        assert inputs[i, :n].tolist() == (p + a)[:-1] and (inputs[i, n:] == 258).all()
+        assert labels[i][labels[i] != IGNORE_INDEX].tolist() == a  # the answer's tokens, nothing else
+        assert (labels[i, : len(p) - 1] == IGNORE_INDEX).all() and (labels[i, n:] == IGNORE_INDEX).all()
+
+
+def test_niah_train_stream_is_its_own_and_depths_vary():
+    tok = byte_tokenizer()
+    a = niah_train_samples(tok, 500, 8, seed=1)
+    assert a == niah_train_samples(tok, 500, 8, seed=1) and a != niah_train_samples(tok, 500, 8, seed=2)
+    assert len({round(s.depth, 6) for s in a}) == 8 and all(0.0 <= s.depth <= 1.0 for s in a)
+    assert len({split_seed(seed, split) for seed in range(4) for split in ("train", "val", "test")}) == 12
+    with pytest.raises(ValueError, match="split"):
+        split_seed(0, "dev")
+
+
+class _Teacher(nn.Module):
+    """Logits that put all mass on the encoded rows' labels (the right answer everywhere)."""
+
+    def __init__(self, inputs, labels, vocab: int) -> None:
+        super().__init__()
+        self.rows = {tuple(r.tolist()): torch.where(lab == IGNORE_INDEX, 0, lab) for r, lab in zip(inputs, labels)}
+        self.vocab, self.w = vocab, nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, use_cache=False):
+        nxt = torch.stack([self.rows[tuple(r.tolist())] for r in input_ids])
+        return type("Out", (), {"logits": torch.nn.functional.one_hot(nxt, self.vocab).float() * 20})()
+
+
+def test_evaluate_niah_cells_agrees_with_score_niah():
+    tok = byte_tokenizer()
+    cells = []
+    for d in (0.0, 1.0):
+        samples = niah_samples(tok, [500], [d], 3)
+        cells.append((500, d, *encode_niah(tok, samples, pad_id=258)))
+    teacher = _Teacher([r for c in cells for r in c[2]], [r for c in cells for r in c[3]], 259)
+    right = evaluate_niah_cells(teacher, cells, batch_size=2)
+    assert right["acc"] == 1.0 and all(c["acc"] == 1.0 and c["samples"] == 3 for c in right["cells"])
+    wrong = evaluate_niah_cells(_Oracle(259, 0), cells, batch_size=2)
+    per_sample = score_niah(_Oracle(259, 0), tok, niah_samples(tok, [500], [0.0], 3))
+    assert wrong["cells"][0]["acc"] == np.mean([r["correct"] for r in per_sample]) == 0.0
+    assert wrong["cells"][0]["token_acc"] == pytest.approx(np.mean([r["token_acc"] for r in per_sample]))
 
 
 # --------------------------------------------------------------------------- slotmem eval

@@ -10,6 +10,7 @@ import torch
 
 from slotmem.compare import runner as C
 from slotmem.compare.runner import DEFAULT_CONFIG, load_compare_config, run_compare
+from slotmem.configs import builtin_path
 from slotmem.train.config import load_config, to_dict
 from slotmem.train.errors import ConfigError, NonFiniteError
 
@@ -312,3 +313,37 @@ def test_run_identity_survives_the_model_schema_change():
         assert C.identity_hash(to_dict(load_config(None, ["task=mqar", *overrides]))) == recorded
         changed = load_config(None, ["task=mqar", *overrides, "model.norm_eps=1e-6"])
         assert C.identity_hash(to_dict(changed)) != recorded
+
+
+NIAH_SHRINK = ["model.hidden_size=16", "niah.train_lengths=[400]", "niah.num_train=8", "niah.test_lengths=[400, 600]",
+               "niah.test_depths=[0.0, 1.0]", "niah.num_test=2", "train.steps=2", "train.batch_size=4",
+               "Lattice:model.mixer_kwargs={num_slots: 8, chunk_size: 8}",
+               "Trellis:model.mixer_kwargs={num_slots: 8, chunk_size: 8}"]
+
+
+def test_niah_comparison_reports_lengths_and_heat_maps(tmp_path):
+    res = run_compare(builtin_path("compare_niah"), NIAH_SHRINK + ["protocol.lr_grid=[1e-2]", "protocol.seeds=[0]"],
+                      out=tmp_path / "niah", only="Lattice,Trellis,Transformer++", jobs=1, quiet=True)
+    assert [r["label"] for r in res["rows"]] == ["Lattice", "Trellis", "Transformer++"]
+    for r in res["rows"]:
+        m = r["metrics"]
+        assert set(m) >= {"in-dist", "extrap", "L400", "L600", "L400/d0", "L400/d1", "L600/d0", "L600/d1"}
+        assert m["in-dist"]["mean"] == pytest.approx(m["L400"]["mean"])
+        assert m["L600"]["mean"] == pytest.approx((m["L600/d0"]["mean"] + m["L600/d1"]["mean"]) / 2)
+        assert all(0.0 <= s["mean"] <= 1.0 for k, s in m.items() if k != "loss")
+        assert r["sweep_metric"] == "val acc (training lengths)"
+    assert res["rows"][2]["state_size_per_layer"] == 2 * 16 * 600  # attention's cache at the longest test length
+    table = (tmp_path / "niah" / "table.md").read_text()
+    assert "| L400 | L600 |" in table and "L400/d0" not in table  # the cells go to the heat map, not the table
+    png = (tmp_path / "niah" / "niah_heatmaps.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_niah_task_config_errors():
+    for override, match in [("niah.train_lengths=[100]", "niah.train_lengths.*too short"),
+                            ("niah.test_depths=[1.5]", r"niah.test_depths\[0\]"),
+                            ("niah.haystack=essays", "niah.haystack"),
+                            ("niah.test_lengths=[]", "niah.test_lengths")]:
+        with pytest.raises(ConfigError, match=match):
+            run_compare(builtin_path("compare_niah"), NIAH_SHRINK + [override, "protocol.lr_grid=[1e-2]", "protocol.seeds=[0]"],
+                        only="Transformer++", jobs=1, quiet=True)

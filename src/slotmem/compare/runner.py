@@ -1,5 +1,5 @@
-"""``slotmem compare``: train several models on the same task (MQAR, language modelling or
-forecasting) under one protocol, and report mean and spread over seeds in a table, plots and JSON.
+"""``slotmem compare``: train several models on the same task (MQAR, language modelling,
+forecasting or S-NIAH) under one protocol, and report mean and spread over seeds in a table, plots and JSON.
 
 The protocol (its results: ``docs/results.md``), for every model and
 every point of its sweep axis:
@@ -10,12 +10,14 @@ every point of its sweep axis:
    settings drawn from a third random stream (``generate_mqar(..., "val")``), scored on the
    in-distribution slices (all slices when none is in-distribution); LM -- the first half of
    the held-out text at the training length (the second half is the test text); forecasting
-   -- the standard validation split (MSE);
+   -- the standard validation split (MSE); S-NIAH -- a separate sample stream at the training
+   lengths;
 3. **seeds**: every seed of ``protocol.seeds`` at the chosen lr (the sweep's run is the first);
 4. **report**: mean, std and min-max over the seeds; a run whose training loss, gradient or
    evaluation goes non-finite is *diverged*: listed with a count, never averaged as a score.
    MQAR reports in-distribution slices (a (T, kv) seen in training) and extrapolation slices
-   in separate columns.
+   in separate columns; S-NIAH likewise for training lengths and longer ones, with a depth x
+   length heat map per model.
 
 A comparison file::
 
@@ -304,6 +306,8 @@ def fit_and_score(cfg: Config, val_examples: int = 256, quiet: bool = True) -> d
                 val, test = _score_mqar(tr.task, cfg, res, module, bs, info, val_examples)
             elif cfg.task == "lm":
                 val, test = _score_lm(tr.task, cfg, module, bs, info, lm_lengths)
+            elif cfg.task == "niah":
+                val, test = _score_niah(tr.task, cfg, res, module, bs, info, val_examples)
             else:
                 val = {"score": res["final"]["val"]["mse"], "higher_better": False, "metric": "val MSE",
                        "mse": res["final"]["val"]["mse"], "mae": res["final"]["val"]["mae"]}
@@ -337,6 +341,35 @@ def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     vals = list(test.values())
     ind = [a for a, f in zip(vals, flags) if f]
     ext = [a for a, f in zip(vals, flags) if not f]
+    if ind:
+        test["in-dist"] = sum(ind) / len(ind)
+    if ext:
+        test["extrap"] = sum(ext) / len(ext)
+    test["loss"] = t["loss"]
+    return val, test
+
+
+def _score_niah(task, cfg, res, module, bs, info, val_examples):
+    """Validation: a separate sample stream at the training lengths x the test depths. Test: per
+    (length, depth) cell ``L{length}/d{depth}``, per length ``L{length}`` (mean over depths), and
+    ``in-dist`` (training lengths) / ``extrap`` (the other lengths)."""
+    from ..eval.niah import evaluate_niah_cells
+
+    n = cfg.niah
+    cells = task.cells("val", min(n.num_test, val_examples), lengths=list(n.train_lengths))
+    v = evaluate_niah_cells(module, cells, bs, info)
+    val = {"score": v["acc"], "higher_better": True, "metric": "val acc (training lengths)", "loss": v["loss"]}
+    t = res["final"]["test"]
+    test, per_len = {}, {}
+    for L in n.test_lengths:
+        for d in n.test_depths:
+            a = t[f"acc_L{L}_d{float(d):g}"]
+            test[f"L{L}/d{float(d):g}"] = a
+            per_len.setdefault(L, []).append(a)
+    for L, accs in per_len.items():
+        test[f"L{L}"] = sum(accs) / len(accs)
+    ind = [test[f"L{L}"] for L in per_len if L in n.train_lengths]
+    ext = [test[f"L{L}"] for L in per_len if L not in n.train_lengths]
     if ind:
         test["in-dist"] = sum(ind) / len(ind)
     if ext:
@@ -611,9 +644,10 @@ def _metric_columns(rows, task) -> tuple[list[str], list[str]]:
         for k in r["metrics"]:
             if k not in cols and k != "loss":
                 cols.append(k)
-    if task == "mqar":
+    if task in ("mqar", "niah"):
         head = [c for c in ("in-dist", "extrap") if c in cols]
-        return head, [c for c in cols if c not in head]
+        # S-NIAH's detail is one column per length (its depth x length cells are in the heat map)
+        return head, [c for c in cols if c not in head and "/d" not in c]
     return cols, []
 
 
@@ -631,7 +665,8 @@ def format_table(rows: list[dict], comp: Comparison, header: dict) -> str:
                  f"{r['n_ok']} / {r['n_diverged']}"] + [_cell(r["metrics"].get(c), digits) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     if detail:
-        lines += ["", "per test slice (mean over the seeds that finished):", "",
+        what = "context length (mean over needle depths)" if comp.task == "niah" else "test slice"
+        lines += ["", f"per {what}, mean over the seeds that finished:", "",
                   "| model | " + " | ".join(detail) + " |", "|" + "---|" * (len(detail) + 1)]
         for r in rows:
             cells = ["–" if not r["metrics"].get(c) or not r["metrics"][c]["n"] else f"{r['metrics'][c]['mean']:.{digits}f}"
@@ -740,6 +775,28 @@ def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[st
         fig.savefig(out_dir / "accuracy_vs_state.png", dpi=120)
         plt.close(fig)
         files.append("accuracy_vs_state.png")
+    elif comp.task == "niah":
+        from ..eval.niah import draw_niah
+
+        n = comp.units[0].cfg.niah
+        fig, axes = plt.subplots(1, len(rows), figsize=((1.0 * len(n.test_lengths) + 1.6) * len(rows) + 1.5,
+                                                        0.45 * len(n.test_depths) + 2.5), squeeze=False, layout="constrained")
+        im = None
+        for i, (ax, r) in enumerate(zip(axes[0], rows)):
+            cells = [{"length": L, "depth": float(d), "acc": (r["metrics"].get(f"L{L}/d{float(d):g}") or {}).get("mean")}
+                     for L in n.test_lengths for d in n.test_depths]
+            for c in cells:
+                c["acc"] = float("nan") if c["acc"] is None else c["acc"]
+            im = draw_niah(ax, cells)
+            ax.set_title(f"{r['name']} ({r['n_ok']} seed{'s' if r['n_ok'] != 1 else ''})", fontsize=9)
+            if i:
+                ax.set_ylabel("")
+        if im is not None:
+            fig.colorbar(im, ax=axes[0].tolist(), label="accuracy (mean over seeds)", shrink=0.8)
+        _suptitle(fig, header["title"])
+        fig.savefig(out_dir / "niah_heatmaps.png", dpi=120)
+        plt.close(fig)
+        files.append("niah_heatmaps.png")
     elif comp.task == "lm":
         fig, ax = plt.subplots(figsize=(8.5, 4.5))
         series = {}
@@ -814,6 +871,17 @@ def _header(comp: Comparison) -> dict:
             f"perplexity on the second half of the held-out text (last {c0.lm.val_fraction:g} of the stream), cut "
             f"into non-overlapping windows of each length (ppl@L); training length {c0.lm.seq_len}, longer lengths "
             "test extrapolation. lr chosen on the first half (NLL at the training length).")
+    elif comp.task == "niah":
+        n = c0.niah
+        h["state_len"] = max(n.test_lengths)
+        h["title"] = (f"{comp.name}: {width}; S-NIAH ({n.haystack} haystack, {n.tokenizer} tokens), train lengths "
+                      f"{list(n.train_lengths)} x {n.num_train}; {run}; {proto}")
+        h["metric_note"] = (
+            f"S-NIAH accuracy: fraction of held-out samples whose 7-digit value greedy decoding reproduces "
+            f"(every answer token the argmax), {n.num_test} samples per (length, depth) cell, needle depths "
+            f"{[float(d) for d in n.test_depths]}. in-dist = mean over the training lengths "
+            f"{list(n.train_lengths)}; extrap = mean over the longer ones. lr chosen on a separate validation "
+            "stream at the training lengths.")
     else:
         ts = c0.timeseries
         h["state_len"] = ts.lookback

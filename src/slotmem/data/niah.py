@@ -20,16 +20,24 @@ tokens (context + query, before the answer) and within one sentence of it. Every
 pure function of ``(seed, length, depth, index)`` (its own numpy ``PCG64`` stream), so adding
 lengths or depths does not change the other samples. Scoring (greedy decoding must reproduce
 the value) is ``slotmem.eval.niah``.
+
+As a trained task (``task: niah``, ``slotmem compare``): ``niah_train_samples`` draws the needle
+depth uniformly per sample, ``split_seed`` gives train / val / test their own sample streams of one
+seed, and ``encode_niah`` turns samples into next-token tensors whose labels are the answer's tokens
+only (the loss and the score are on the value, as MQAR's are on the queries).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from ..checks import check_choice, check_positive_int
+from .mqar import IGNORE_INDEX
 
 HAYSTACKS = ("noise", "words")
+SPLITS = ("train", "val", "test")
 PREAMBLE = ("Some special magic numbers are hidden within the following text. Make sure to memorize it. "
             "I will quiz you about the numbers afterwards.\n")
 NEEDLE = "One of the special magic numbers for {key} is: {value}. "
@@ -115,3 +123,40 @@ def niah_samples(tokenizer, lengths, depths, num_samples: int = 1, *, seed: int 
     check_positive_int("num_samples", num_samples)
     return [make_niah_sample(tokenizer, int(L), float(d), index=i, seed=seed, haystack=haystack)
             for L in lengths for d in depths for i in range(num_samples)]
+
+
+def split_seed(seed: int, split: str) -> int:
+    """The sample-stream seed of ``split`` ('train', 'val' or 'test') for ``seed``: distinct for every
+    (seed, split) pair, so no split ever shares a sample with another."""
+    check_choice("split", split, SPLITS)
+    return 3 * int(seed) + SPLITS.index(split)
+
+
+def niah_train_samples(tokenizer, length: int, num_samples: int, *, seed: int = 0,
+                       haystack: str = "noise") -> list[NIAHSample]:
+    """``num_samples`` training samples of about ``length`` tokens, the needle depth uniform in [0, 1]
+    (drawn from the train stream of ``seed``)."""
+    check_positive_int("num_samples", num_samples)
+    s = split_seed(seed, "train")
+    depths = np.random.default_rng((s, int(length))).random(num_samples)
+    return [make_niah_sample(tokenizer, length, float(d), index=i, seed=s, haystack=haystack)
+            for i, d in enumerate(depths)]
+
+
+def encode_niah(tokenizer, samples, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples -> ``(input_ids [N, T], labels [N, T])`` for next-token training and scoring:
+    ``prompt + answer`` tokens shifted by one, labels at the answer's tokens only (``IGNORE_INDEX``
+    elsewhere), right-padded with ``pad_id`` (never a label) to the longest sample."""
+    rows = []
+    for smp in samples:
+        p = tokenizer.encode(smp.prompt, add_special_tokens=False)
+        a = tokenizer.encode(smp.answer, add_special_tokens=False)
+        rows.append((p + a, len(p)))
+    T = max(len(ids) for ids, _ in rows) - 1
+    inputs = torch.full((len(rows), T), int(pad_id), dtype=torch.long)
+    labels = torch.full((len(rows), T), IGNORE_INDEX, dtype=torch.long)
+    for i, (ids, n_prompt) in enumerate(rows):
+        t = torch.tensor(ids, dtype=torch.long)
+        inputs[i, : len(ids) - 1] = t[:-1]
+        labels[i, n_prompt - 1 : len(ids) - 1] = t[n_prompt:]
+    return inputs, labels

@@ -29,7 +29,7 @@ import yaml
 from ..models.configuration_slotmem import SlotMemConfig, config_fields, config_from_dict as model_config_from_dict
 from .errors import ConfigError
 
-TASKS = ("mqar", "lm", "timeseries")
+TASKS = ("mqar", "lm", "timeseries", "niah")
 PRECISIONS = ("fp32", "bf16", "fp16")
 SCHEDULES = ("cosine", "linear", "constant")
 DEVICES = ("auto", "cpu", "cuda")
@@ -180,6 +180,25 @@ class TimeSeriesTaskConfig:
 
 
 @dataclass
+class NIAHTaskConfig:
+    """S-NIAH trained from scratch (``slotmem.data.niah``, RULER's single needle): ``num_train`` prompts
+    per training length with the needle at a uniform random depth, the loss on the answer's tokens
+    only; scored on a held-out grid of ``test_lengths`` x ``test_depths`` with ``num_test`` samples per
+    cell (a sample is right when greedy decoding reproduces the 7-digit value). Lengths are in tokens
+    of ``tokenizer``; lengths beyond the training ones test extrapolation. Train, validation and test
+    draw from separate sample streams of ``seed``."""
+
+    tokenizer: str = "byte"
+    haystack: str = "noise"
+    seed: int = 0
+    train_lengths: list = field(default_factory=lambda: [512])
+    num_train: int = 4096
+    test_lengths: list = field(default_factory=lambda: [512, 1024, 2048])
+    test_depths: list = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0])
+    num_test: int = 16
+
+
+@dataclass
 class OptimConfig:
     """AdamW with linear warmup then cosine (or linear / constant) decay to
     ``min_lr_ratio * lr``; gradient clipping by global norm (``grad_clip <= 0`` disables).
@@ -256,6 +275,7 @@ class Config:
     mqar: MQARTaskConfig = field(default_factory=MQARTaskConfig)
     lm: LMTaskConfig = field(default_factory=LMTaskConfig)
     timeseries: TimeSeriesTaskConfig = field(default_factory=TimeSeriesTaskConfig)
+    niah: NIAHTaskConfig = field(default_factory=NIAHTaskConfig)
 
     @property
     def output_dir(self) -> Path:
@@ -528,6 +548,24 @@ def validate(cfg: Config) -> None:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise ConfigError(f"config key 'lm.eval_lengths[{i}]' must be a positive int, got {n!r}")
         _positive("lm.max_eval_tokens", lm.max_eval_tokens, allow_zero=True)
+    elif cfg.task == "niah":
+        n = cfg.niah
+        _choice("niah.haystack", n.haystack, ("noise", "words"))
+        _positive("niah.seed", n.seed, allow_zero=True)
+        _positive("niah.num_train", n.num_train)
+        _positive("niah.num_test", n.num_test)
+        for key in ("train_lengths", "test_lengths"):
+            values = getattr(n, key)
+            if not values:
+                raise ConfigError(f"config key 'niah.{key}' must list at least one length")
+            for i, v in enumerate(values):
+                if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                    raise ConfigError(f"config key 'niah.{key}[{i}]' must be a positive int, got {v!r}")
+        if not n.test_depths:
+            raise ConfigError("config key 'niah.test_depths' must list at least one depth")
+        for i, d in enumerate(n.test_depths):
+            if not isinstance(d, (int, float)) or isinstance(d, bool) or not 0 <= d <= 1:
+                raise ConfigError(f"config key 'niah.test_depths[{i}]' must be a number in [0, 1], got {d!r}")
     else:
         ts = cfg.timeseries
         if not ts.path:

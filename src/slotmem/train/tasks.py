@@ -1,4 +1,4 @@
-"""The three tasks the runner trains: MQAR, language modelling, time-series forecasting.
+"""The tasks the runner trains: MQAR, language modelling, time-series forecasting, S-NIAH.
 
 A task owns its data, builds the network and the *objective* (an ``nn.Module`` that
 wraps the network and returns sums -- loss, number of targets, hits -- so that DDP/FSDP
@@ -30,10 +30,10 @@ def task_vocabulary(cfg: Config) -> tuple[int, dict]:
     ``bos/eos/pad_token_id`` (LM); 1 for forecasting (inputs are embeddings, the vocabulary is unused)."""
     if cfg.task == "mqar":
         return cfg.mqar.vocab_size, {}
-    if cfg.task == "lm":
+    if cfg.task in ("lm", "niah"):
         from ..data import load_tokenizer, special_token_ids
 
-        tok = load_tokenizer(cfg.lm.tokenizer)
+        tok = load_tokenizer(cfg.lm.tokenizer if cfg.task == "lm" else cfg.niah.tokenizer)
         return len(tok), special_token_ids(tok)
     return 1, {}
 
@@ -217,6 +217,96 @@ class MQARTask(_TokenTask):
         return out
 
 
+class NIAHTask(_TokenTask):
+    """S-NIAH trained from scratch (``NIAHTaskConfig``): one training group per length, scored per
+    (length, depth) cell of the test grid."""
+
+    name = "niah"
+    periodic_splits = ("test",)
+    final_splits = ("test",)
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        from ..data import load_tokenizer, special_token_ids
+        from ..data.niah import niah_train_samples
+
+        n = cfg.niah
+        try:
+            self.tokenizer = load_tokenizer(n.tokenizer)
+        except OSError as e:
+            raise ConfigError(f"config key 'niah.tokenizer': {str(e).splitlines()[0]}") from None
+        self.vocab_size = len(self.tokenizer)
+        ids = special_token_ids(self.tokenizer)
+        self.pad_id = next((ids[k] for k in ("pad_token_id", "eos_token_id") if ids.get(k) is not None), 0)
+        for L in n.train_lengths:
+            samples = _niah_or_error("train_lengths", lambda: niah_train_samples(
+                self.tokenizer, L, n.num_train, seed=n.seed, haystack=n.haystack))
+            self.groups.append(self.encode(samples))
+            self.group_names.append(f"niah.train (length {L}, {n.num_train} samples, depth uniform in [0, 1])")
+        self.test_cells = self.cells("test", n.num_test)
+
+    def encode(self, samples):
+        from ..data.niah import encode_niah
+
+        return encode_niah(self.tokenizer, samples, self.pad_id)
+
+    def cells(self, split: str, num: int, lengths=None) -> list:
+        """``[(length, depth, input_ids, labels)]`` from ``split``'s sample stream over ``lengths``
+        (default: the test lengths) x the test depths, ``num`` samples per cell."""
+        from ..data.niah import niah_samples, split_seed
+
+        n = self.cfg.niah
+        out = []
+        for L in lengths or n.test_lengths:
+            for d in n.test_depths:
+                samples = _niah_or_error("test_lengths", lambda: niah_samples(
+                    self.tokenizer, [L], [float(d)], num, seed=split_seed(n.seed, split), haystack=n.haystack))
+                out.append((L, float(d), *self.encode(samples)))
+        return out
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return [g[0].shape[0] for g in self.groups]
+
+    def get_batch(self, group, idx):
+        return _take_tokens(*self.groups[group], idx)
+
+    def target_count(self, group, idx):
+        lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+        return int((lab != IGNORE_INDEX).sum())
+
+    def build_net(self):
+        from ..data import special_token_ids
+
+        return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
+
+    def train_metrics(self, sums):
+        n = max(sums["count"], 1)
+        return {"loss": sums["loss_sum"] / n, "token_acc": sums["hits"] / n}
+
+    def evaluate(self, module, split, batch_size, info):
+        from ..eval.niah import evaluate_niah_cells
+
+        res = evaluate_niah_cells(module, self.test_cells, batch_size, info)
+        out = {"acc": res["acc"], "loss": res["loss"]}
+        for c in res["cells"]:
+            out[f"acc_L{c['length']}_d{c['depth']:g}"] = c["acc"]
+        return out
+
+    def export(self, net, state_dict, directory):
+        super().export(net, state_dict, directory)
+        if hasattr(self.tokenizer, "save_pretrained"):
+            self.tokenizer.save_pretrained(str(directory))
+
+
+def _niah_or_error(key: str, make):
+    """``make()``, with a length too short for a sample reported as a config error naming ``niah.<key>``."""
+    try:
+        return make()
+    except ValueError as e:
+        raise ConfigError(f"config key 'niah.{key}': {e}") from None
+
+
 class LMTask(_TokenTask):
     name = "lm"
     periodic_splits = ("val",)
@@ -373,7 +463,7 @@ class ForecastTask(Task):
                           directory / "forecast_model.pt")
 
 
-TASK_CLASSES = {"mqar": MQARTask, "lm": LMTask, "timeseries": ForecastTask}
+TASK_CLASSES = {"mqar": MQARTask, "lm": LMTask, "timeseries": ForecastTask, "niah": NIAHTask}
 
 
 def build_task(cfg: Config) -> Task:

@@ -41,7 +41,7 @@ from .sampler import BatchPlan
 from .tasks import build_task, count_parameters, state_size_per_layer
 
 # Config sections that must match the checkpoint's for a resume to be the same run.
-_RESUME_MUST_MATCH = ("task", "seed", "model", "optim", "train.batch_size", "mqar", "lm", "timeseries")
+_RESUME_MUST_MATCH = ("task", "seed", "model", "optim", "train.batch_size", "mqar", "lm", "timeseries", "niah")
 
 
 def seed_everything(seed: int) -> None:
@@ -475,6 +475,10 @@ class Trainer:
             results["state_size_at_len"] = tmax
         elif cfg.task == "lm":
             results["state_size_per_layer"] = state_size_per_layer(self.net, cfg.lm.seq_len)
+        elif cfg.task == "niah":
+            tmax = max(cfg.niah.test_lengths)
+            results["state_size_per_layer"] = state_size_per_layer(self.net, tmax)
+            results["state_size_at_len"] = tmax
         else:
             results["state_size_per_layer"] = state_size_per_layer(self.net, cfg.timeseries.lookback)
         if logger is not None:
