@@ -339,11 +339,12 @@ def test_niah_comparison_reports_lengths_and_heat_maps(tmp_path):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-def test_niah_task_config_errors():
+def test_niah_task_config_errors(tmp_path):
     for override, match in [("niah.train_lengths=[100]", "niah.train_lengths.*too short"),
                             ("niah.test_depths=[1.5]", r"niah.test_depths\[0\]"),
                             ("niah.haystack=essays", "niah.haystack"),
                             ("niah.test_lengths=[]", "niah.test_lengths")]:
         with pytest.raises(ConfigError, match=match):
             run_compare(builtin_path("compare_niah"), NIAH_SHRINK + [override, "protocol.lr_grid=[1e-2]", "protocol.seeds=[0]"],
-                        only="Transformer++", jobs=1, quiet=True)
+                        out=tmp_path / "err", only="Transformer++", jobs=1, quiet=True)
+        assert not (tmp_path / "err").exists()  # stopped before any folder or run

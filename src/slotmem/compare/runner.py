@@ -958,7 +958,7 @@ def preflight(units) -> None:
     mixer argument stops the comparison at once, not after the first models have trained."""
     import torch
 
-    from ..train.tasks import _check_sources, build_backbone, build_causal_lm
+    from ..train.tasks import _check_sources, build_backbone, build_causal_lm, check_niah_data
 
     seen = set()
     for u in units:
@@ -969,6 +969,8 @@ def preflight(units) -> None:
             elif cfg.task == "timeseries" and not Path(cfg.timeseries.path).is_file():
                 raise ConfigError(f"config key 'timeseries.path': data file not found: {cfg.timeseries.path!r} "
                                   "(pass timeseries.path=<an ETT-layout CSV>)")
+            elif cfg.task == "niah":
+                check_niah_data(cfg.niah)
         except ConfigError as e:
             raise ConfigError(f"run {u.name!r}: {e}") from None
         key = json.dumps(to_dict(cfg.model), sort_keys=True, default=str) + cfg.timeseries.head

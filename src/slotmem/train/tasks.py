@@ -227,20 +227,16 @@ class NIAHTask(_TokenTask):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        from ..data import load_tokenizer, special_token_ids
+        from ..data import special_token_ids
         from ..data.niah import niah_train_samples
 
         n = cfg.niah
-        try:
-            self.tokenizer = load_tokenizer(n.tokenizer)
-        except OSError as e:
-            raise ConfigError(f"config key 'niah.tokenizer': {str(e).splitlines()[0]}") from None
+        self.tokenizer = check_niah_data(n)
         self.vocab_size = len(self.tokenizer)
         ids = special_token_ids(self.tokenizer)
         self.pad_id = next((ids[k] for k in ("pad_token_id", "eos_token_id") if ids.get(k) is not None), 0)
         for L in n.train_lengths:
-            samples = _niah_or_error("train_lengths", lambda: niah_train_samples(
-                self.tokenizer, L, n.num_train, seed=n.seed, haystack=n.haystack))
+            samples = niah_train_samples(self.tokenizer, L, n.num_train, seed=n.seed, haystack=n.haystack)
             self.groups.append(self.encode(samples))
             self.group_names.append(f"niah.train (length {L}, {n.num_train} samples, depth uniform in [0, 1])")
         self.test_cells = self.cells("test", n.num_test)
@@ -259,8 +255,8 @@ class NIAHTask(_TokenTask):
         out = []
         for L in lengths or n.test_lengths:
             for d in n.test_depths:
-                samples = _niah_or_error("test_lengths", lambda: niah_samples(
-                    self.tokenizer, [L], [float(d)], num, seed=split_seed(n.seed, split), haystack=n.haystack))
+                samples = niah_samples(self.tokenizer, [L], [float(d)], num, seed=split_seed(n.seed, split),
+                                       haystack=n.haystack)
                 out.append((L, float(d), *self.encode(samples)))
         return out
 
@@ -299,12 +295,22 @@ class NIAHTask(_TokenTask):
             self.tokenizer.save_pretrained(str(directory))
 
 
-def _niah_or_error(key: str, make):
-    """``make()``, with a length too short for a sample reported as a config error naming ``niah.<key>``."""
+def check_niah_data(n):
+    """Load the S-NIAH section's tokenizer and check that every length holds a sample (preamble,
+    needle, query); returns the tokenizer. Errors are ``ConfigError``s naming the key."""
+    from ..data import load_tokenizer
+    from ..data.niah import make_niah_sample
+
     try:
-        return make()
-    except ValueError as e:
-        raise ConfigError(f"config key 'niah.{key}': {e}") from None
+        tok = load_tokenizer(n.tokenizer)
+    except OSError as e:
+        raise ConfigError(f"config key 'niah.tokenizer': {str(e).splitlines()[0]}") from None
+    for key in ("train_lengths", "test_lengths"):
+        try:
+            make_niah_sample(tok, min(getattr(n, key)), 0.5, haystack=n.haystack)
+        except ValueError as e:
+            raise ConfigError(f"config key 'niah.{key}': {e}") from None
+    return tok
 
 
 class LMTask(_TokenTask):
