@@ -65,6 +65,15 @@ def test_resume_refuses_a_different_config(tmp_path):
         Trainer(tiny(tmp_path, "r", "optim.lr=0.5"), quiet=True)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         Trainer(tiny(tmp_path, "r", "train.resume=never"), quiet=True)
+    # only the run's own task section must match: a checkpoint written before the niah section existed,
+    # or another task's section changed, still resumes
+    path = ckpt.checkpoint_path(tmp_path / "r", 3)
+    state = ckpt.load_checkpoint(path)
+    del state["config"]["niah"]
+    ckpt.save_checkpoint(state, path)
+    Trainer(tiny(tmp_path, "r", "lm.seq_len=64", "niah.num_test=3"), quiet=True).close()
+    with pytest.raises(CheckpointError, match="mqar.vocab_size"):
+        Trainer(tiny(tmp_path, "r", "mqar.vocab_size=96"), quiet=True)
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])

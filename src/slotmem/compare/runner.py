@@ -69,6 +69,9 @@ _PRESET_KEYS = ("note", "protocol", "base", "points", "runs")
 # Config parts that do not change what a run computes (left out of its identity hash).
 _NOT_IDENTITY = (("out_dir",), ("name",), ("train", "num_threads"), ("train", "progress"), ("train", "resume"),
                  ("train", "tensorboard"), ("train", "log_every"))
+# task sections added after runs were recorded: part of a run's identity only when they are its task,
+# so that the runs of the older tasks keep their hashes (and resume)
+_LATER_TASK_SECTIONS = ("niah",)
 
 
 # --------------------------------------------------------------------------- config
@@ -268,6 +271,9 @@ def identity_hash(cfg_dict: dict) -> str:
     form ``model_identity`` gives, so that runs recorded before the section changed are found again)."""
     d = copy.deepcopy(cfg_dict)
     d["model"] = model_identity(d["model"])
+    for section in _LATER_TASK_SECTIONS:
+        if d.get("task") != section:
+            d.pop(section, None)
     for keys in _NOT_IDENTITY:
         node = d
         for k in keys[:-1]:

@@ -40,8 +40,9 @@ from .runlock import RunLock
 from .sampler import BatchPlan
 from .tasks import build_task, count_parameters, state_size_per_layer
 
-# Config sections that must match the checkpoint's for a resume to be the same run.
-_RESUME_MUST_MATCH = ("task", "seed", "model", "optim", "train.batch_size", "mqar", "lm", "timeseries", "niah")
+# Config sections that must match the checkpoint's for a resume to be the same run, plus the run's
+# own task section (``cfg.task``): the other tasks' sections do not change the run
+_RESUME_MUST_MATCH = ("task", "seed", "model", "optim", "train.batch_size")
 
 
 def seed_everything(seed: int) -> None:
@@ -276,7 +277,7 @@ class Trainer:
         if isinstance(theirs.get("model"), dict):  # a checkpoint written before or after the model section changed
             mine["model"], theirs = model_identity(mine["model"]), {**theirs, "model": model_identity(theirs["model"])}
         diffs = []
-        for key in _RESUME_MUST_MATCH:
+        for key in (*_RESUME_MUST_MATCH, self.cfg.task):
             try:
                 diffs += [f"{key}.{d}" if d else key for d in _diff(_get(mine, key), _get(theirs, key))]
             except (KeyError, TypeError):
