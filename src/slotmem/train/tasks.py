@@ -162,7 +162,8 @@ def _take_tokens(inputs: torch.Tensor, labels: torch.Tensor, idx) -> dict:
 
 
 class _TokenTask(Task):
-    """A task on token sequences (``input_ids``, ``labels``) trained with next-token cross-entropy."""
+    """A task on token sequences (``input_ids``, ``labels``) trained with next-token cross-entropy;
+    a task with a ``tokenizer`` saves it next to the exported model."""
 
     def tokens(self, batch):
         return batch["input_ids"].numel()
@@ -170,8 +171,30 @@ class _TokenTask(Task):
     def objective(self, net):
         return TokenObjective(net)
 
+    def export(self, net, state_dict, directory):
+        super().export(net, state_dict, directory)
+        tokenizer = getattr(self, "tokenizer", None)
+        if hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(str(directory))
 
-class MQARTask(_TokenTask):
+
+class _LabelledTokenTask(_TokenTask):
+    """Training groups of ``(input_ids [N, T], labels [N, T])`` tensors, one group per sequence length
+    (MQAR slices, S-NIAH lengths); a batch never mixes groups."""
+
+    @property
+    def group_sizes(self) -> list[int]:
+        return [g[0].shape[0] for g in self.groups]
+
+    def get_batch(self, group, idx):
+        return _take_tokens(*self.groups[group], idx)
+
+    def target_count(self, group, idx):
+        lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
+        return int((lab != IGNORE_INDEX).sum())
+
+
+class MQARTask(_LabelledTokenTask):
     name = "mqar"
     periodic_splits = ("test",)
     final_splits = ("test",)
@@ -191,17 +214,6 @@ class MQARTask(_TokenTask):
             inp, lab = generate_mqar(q.slice_config(s), "test")
             self.test_slices.append((s, inp, lab))
 
-    @property
-    def group_sizes(self) -> list[int]:
-        return [g[0].shape[0] for g in self.groups]
-
-    def get_batch(self, group, idx):
-        return _take_tokens(*self.groups[group], idx)
-
-    def target_count(self, group, idx):
-        lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
-        return int((lab != IGNORE_INDEX).sum())
-
     def build_net(self):
         return build_causal_lm(self.cfg.model, self.vocab_size)
 
@@ -217,7 +229,7 @@ class MQARTask(_TokenTask):
         return out
 
 
-class NIAHTask(_TokenTask):
+class NIAHTask(_LabelledTokenTask):
     """S-NIAH trained from scratch (``NIAHTaskConfig``): one training group per length, scored per
     (length, depth) cell of the test grid."""
 
@@ -260,17 +272,6 @@ class NIAHTask(_TokenTask):
                 out.append((L, float(d), *self.encode(samples)))
         return out
 
-    @property
-    def group_sizes(self) -> list[int]:
-        return [g[0].shape[0] for g in self.groups]
-
-    def get_batch(self, group, idx):
-        return _take_tokens(*self.groups[group], idx)
-
-    def target_count(self, group, idx):
-        lab = self.groups[group][1][torch.as_tensor(np.asarray(idx), dtype=torch.long)]
-        return int((lab != IGNORE_INDEX).sum())
-
     def build_net(self):
         from ..data import special_token_ids
 
@@ -288,11 +289,6 @@ class NIAHTask(_TokenTask):
         for c in res["cells"]:
             out[f"acc_L{c['length']}_d{c['depth']:g}"] = c["acc"]
         return out
-
-    def export(self, net, state_dict, directory):
-        super().export(net, state_dict, directory)
-        if hasattr(self.tokenizer, "save_pretrained"):
-            self.tokenizer.save_pretrained(str(directory))
 
 
 def check_niah_data(n):
@@ -379,11 +375,6 @@ class LMTask(_TokenTask):
             if r.get("nll") is not None:
                 out[f"ppl_L{r['length']}"] = r["ppl"]
         return {"ppl_vs_length": rows, **out}
-
-    def export(self, net, state_dict, directory):
-        super().export(net, state_dict, directory)
-        if hasattr(self.tokenizer, "save_pretrained"):
-            self.tokenizer.save_pretrained(str(directory))
 
 
 def _check_sources(source, fmt):
