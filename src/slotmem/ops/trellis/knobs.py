@@ -28,7 +28,7 @@ class TrellisKnobs:
     eps: added to the variance (LayerNorm) or squared norm (L2) under the square root. Default 0.5
     (ours, measured): with a small eps the first write at a zero state has gain ``~0.5/sqrt(eps)`` and
     drowns every later one (``docs/trellis.md``, "Numerical behaviour"); 0.5 keeps later writes
-    readable and trained best on byte LM; with the layer defaults MQAR learns at 5 of 6 seeds at lr 1e-2 / 2400 steps (``docs/ablations.md``)."""
+    readable and trained best on byte LM; with the layer defaults MQAR learns at 7 of 8 seeds at lr 1e-2 / 2400 steps (``docs/ablations.md``)."""
 
     phi: str = "ln_silu"
     f: str = "ln_silu"
