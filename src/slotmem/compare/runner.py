@@ -344,15 +344,20 @@ def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     test = {}
     for s in q.test:
         test[f"T{s.seq_len}/kv{s.num_kv_pairs}"] = t[f"acc_T{s.seq_len}_kv{s.num_kv_pairs}"]
-    vals = list(test.values())
-    ind = [a for a, f in zip(vals, flags) if f]
-    ext = [a for a, f in zip(vals, flags) if not f]
+    _add_in_dist_extrap(test, list(test.values()), flags)
+    test["loss"] = t["loss"]
+    return val, test
+
+
+def _add_in_dist_extrap(test: dict, values: list, in_dist: list) -> None:
+    """``test["in-dist"]`` / ``test["extrap"]``: the means of ``values`` whose ``in_dist`` flag is set /
+    not set (each only when there is one)."""
+    ind = [a for a, f in zip(values, in_dist) if f]
+    ext = [a for a, f in zip(values, in_dist) if not f]
     if ind:
         test["in-dist"] = sum(ind) / len(ind)
     if ext:
         test["extrap"] = sum(ext) / len(ext)
-    test["loss"] = t["loss"]
-    return val, test
 
 
 def _score_niah(task, cfg, res, module, bs, info, val_examples):
@@ -374,12 +379,7 @@ def _score_niah(task, cfg, res, module, bs, info, val_examples):
             per_len.setdefault(L, []).append(a)
     for L, accs in per_len.items():
         test[f"L{L}"] = sum(accs) / len(accs)
-    ind = [test[f"L{L}"] for L in per_len if L in n.train_lengths]
-    ext = [test[f"L{L}"] for L in per_len if L not in n.train_lengths]
-    if ind:
-        test["in-dist"] = sum(ind) / len(ind)
-    if ext:
-        test["extrap"] = sum(ext) / len(ext)
+    _add_in_dist_extrap(test, [test[f"L{L}"] for L in per_len], [L in n.train_lengths for L in per_len])
     test["loss"] = t["loss"]
     return val, test
 

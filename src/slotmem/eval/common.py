@@ -30,6 +30,18 @@ def sharded_batches(n: int, batch_size: int, info=None):
         yield (idx, True) if len(idx) else (np.zeros(1, dtype=np.int64), False)
 
 
+def per_example_outputs(obj, inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, info=None):
+    """Run a ``TokenObjective`` with ``per_example=True`` over this process's share of ``inputs`` /
+    ``labels`` ([N, T] each), batch by batch; yield the outputs of the real batches (the padding
+    batches of ``sharded_batches`` run, for FSDP, and are dropped)."""
+    dev = module_device(obj)
+    for idx, real in sharded_batches(inputs.shape[0], batch_size, info):
+        i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        out = obj(inputs[i].to(dev), labels[i].to(dev), per_example=True)
+        if real:
+            yield out
+
+
 def reduce_sums(values: dict, info=None) -> dict:
     """Sum float values over processes (float64, one all-reduce)."""
     keys = sorted(values)

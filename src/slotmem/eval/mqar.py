@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, per_example_outputs, reduce_sums
 from .objectives import as_token_objective
 
 
@@ -23,16 +23,11 @@ def evaluate_mqar_slices(model, slices, batch_size: int, info=None, autocast=Non
     Returns ``{"acc", "loss", "slices": [{"seq_len", "num_kv_pairs", "num_examples", "acc", "loss"}]}``.
     """
     obj = as_token_objective(model)
-    dev = module_device(obj)
     rows = []
     with eval_mode(obj, autocast):
         for spec, inputs, labels in slices:
             sums = {"acc_sum": 0.0, "n_ex": 0.0, "loss_sum": 0.0, "count": 0.0, "nonfinite": 0.0}
-            for idx, real in sharded_batches(inputs.shape[0], batch_size, info):
-                i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-                out = obj(inputs[i].to(dev), labels[i].to(dev), per_example=True)
-                if not real:
-                    continue
+            for out in per_example_outputs(obj, inputs, labels, batch_size, info):
                 rc = out["row_count"].double()
                 valid = rc > 0
                 sums["acc_sum"] += float((out["row_hits"][valid] / rc[valid]).sum())

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import eval_mode, module_device, reduce_sums, sharded_batches
+from .common import eval_mode, module_device, per_example_outputs, reduce_sums
 from .objectives import as_token_objective
 
 
@@ -53,20 +53,15 @@ def evaluate_niah_cells(model, cells, batch_size: int, info=None) -> dict:
     Returns ``{"acc", "loss", "cells": [{"length", "depth", "samples", "acc", "token_acc", "loss"}]}``;
     ``acc`` is the mean over cells. A cell whose loss is not finite reports ``acc = loss = nan``."""
     obj = as_token_objective(model)
-    dev = module_device(obj)
     rows = []
     with eval_mode(obj):
         for length, depth, inputs, labels in cells:
             sums = {"correct": 0.0, "tok_acc": 0.0, "n": 0.0, "loss_sum": 0.0, "count": 0.0, "nonfinite": 0.0}
-            for idx, real in sharded_batches(inputs.shape[0], batch_size, info):
-                i = torch.as_tensor(np.asarray(idx), dtype=torch.long)
-                out = obj(inputs[i].to(dev), labels[i].to(dev), per_example=True)
-                if not real:
-                    continue
+            for out in per_example_outputs(obj, inputs, labels, batch_size, info):
                 rc = out["row_count"].double()
                 sums["correct"] += float((out["row_hits"] == rc).sum())
                 sums["tok_acc"] += float((out["row_hits"] / rc).sum())
-                sums["n"] += len(idx)
+                sums["n"] += rc.numel()
                 sums["loss_sum"] += float(out["loss_sum"])
                 sums["count"] += float(out["count"])
                 sums["nonfinite"] += float(not torch.isfinite(out["loss_sum"]).item())

@@ -245,8 +245,9 @@ class NIAHTask(_LabelledTokenTask):
         n = cfg.niah
         self.tokenizer = check_niah_data(n)
         self.vocab_size = len(self.tokenizer)
-        ids = special_token_ids(self.tokenizer)
-        self.pad_id = next((ids[k] for k in ("pad_token_id", "eos_token_id") if ids.get(k) is not None), 0)
+        self.special_ids = special_token_ids(self.tokenizer)
+        self.pad_id = next((self.special_ids[k] for k in ("pad_token_id", "eos_token_id")
+                            if self.special_ids.get(k) is not None), 0)
         for L in n.train_lengths:
             samples = niah_train_samples(self.tokenizer, L, n.num_train, seed=n.seed, haystack=n.haystack)
             self.groups.append(self.encode(samples))
@@ -273,9 +274,7 @@ class NIAHTask(_LabelledTokenTask):
         return out
 
     def build_net(self):
-        from ..data import special_token_ids
-
-        return build_causal_lm(self.cfg.model, self.vocab_size, special_token_ids(self.tokenizer))
+        return build_causal_lm(self.cfg.model, self.vocab_size, self.special_ids)
 
     def train_metrics(self, sums):
         n = max(sums["count"], 1)
