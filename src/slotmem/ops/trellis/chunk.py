@@ -69,14 +69,14 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
     # pass 1: s = u(Mk0 k), e = k; read Ŷ = Mk_t q_t
     Sk = write_grad(K @ Mk0g.transpose(-1, -2), A, kn.phi, kn.eps)
     Yk = P * (Q @ Mk0.transpose(-1, -2)) - ((Q @ K.transpose(-1, -2)) * D) @ (g * Sk)
-    R = activation(Yk, kn.f, kn.eps)
+    R = activation(Yk, kn.f, kn.read_eps)
     # pass 2: read Y = Mv_tᵀ r_t
     if kn.value_objective == "encode":
         Sv, Ev = write_grad(V @ Mv0g.transpose(-1, -2), A, kn.phi, kn.eps), V
     else:
         Sv, Ev = A, A @ Mv0g - V
     Yv = P * (R @ Mv0) - ((R @ Sv.transpose(-1, -2)) * D) @ (g * Ev)
-    o = activation(Yv, kn.psi, kn.eps)
+    o = activation(Yv, kn.psi, kn.read_eps)
 
     last = D[..., -1, :, None] * g                                     # D_Cs gamma_s  [B, H, C, 1]
     PC = P[..., -1:, :]

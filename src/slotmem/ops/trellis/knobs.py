@@ -28,7 +28,8 @@ class TrellisKnobs:
     eps: added to the variance (LayerNorm) or squared norm (L2) under the square root. Default 0.5
     (ours, measured): with a small eps the first write at a zero state has gain ``~0.5/sqrt(eps)`` and
     drowns every later one (``docs/trellis.md``, "Numerical behaviour"); 0.5 keeps later writes
-    readable and trained best on byte LM; with the layer defaults MQAR learns at 7 of 8 seeds at lr 1e-2 / 2400 steps (``docs/ablations.md``)."""
+    readable and trained best on byte LM; with the layer defaults MQAR learns at 7 of 8 seeds at lr 1e-2 / 2400 steps (``docs/ablations.md``).
+    read_eps: the same eps for the read maps ``f`` and ``psi`` (``eps`` is the write's, in ``phi``)."""
 
     phi: str = "ln_silu"
     f: str = "ln_silu"
@@ -36,10 +37,13 @@ class TrellisKnobs:
     value_objective: str = "encode"
     outer_grad: str = "first_order"
     eps: float = 0.5
+    read_eps: float = 0.5
 
     def __post_init__(self):
         check_knobs(self, {"phi": PHIS, "f": FS, "psi": PSIS, "value_objective": VALUE_OBJECTIVES,
                            "outer_grad": OUTER_GRADS})
+        if not (isinstance(self.read_eps, float) and 0.0 < self.read_eps < 1.0):
+            raise ValueError(f"read_eps must be a float in (0, 1), got {self.read_eps!r}")
 
 
 def _normalise(x: torch.Tensor, kind: str, eps: float):

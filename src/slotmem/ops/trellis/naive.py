@@ -33,12 +33,12 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
         uk = write_grad(torch.einsum("bhmd,bhd->bhm", Ak, kt), at, kn.phi, kn.eps)
         Mk = bt * Mk - gt * uk[..., None] * kt[..., None, :]
-        r = activation(torch.einsum("bhmd,bhd->bhm", Mk, qt), kn.f, kn.eps)
+        r = activation(torch.einsum("bhmd,bhd->bhm", Mk, qt), kn.f, kn.read_eps)
         # pass 2: Mv <- beta Mv - gamma s e^T; read Mv^T r
         if kn.value_objective == "encode":
             s, e = write_grad(torch.einsum("bhmd,bhd->bhm", Av, vt), at, kn.phi, kn.eps), vt
         else:
             s, e = at, torch.einsum("bhmd,bhm->bhd", Av, at) - vt
         Mv = bt * Mv - gt * s[..., None] * e[..., None, :]
-        outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.eps))
+        outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.read_eps))
     return finish_naive(outs, v, dt, (Mk, Mv), anchor, offset, carry, chunk_size, output_final_state)
