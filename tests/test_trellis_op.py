@@ -11,6 +11,7 @@ from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTI
 
 F64 = torch.float64
 EPS = 1e-5  # a small floor, where the normalised maps are (almost) exactly normalised
+READ_EPS = 0.3  # a read-map eps unlike EPS, to tell which eps each map takes
 ALL_KNOBS = [dict(zip(("phi", "f", "psi", "value_objective", "outer_grad"), c))
              for c in itertools.product(PHIS, FS, PSIS, VALUE_OBJECTIVES, OUTER_GRADS)]
 ARGS = ("q", "k", "v", "alpha", "beta", "gamma")
@@ -143,7 +144,8 @@ def test_identity_phi_is_a_gated_delta_rule():
         ref = run_with_grads(lambda *a, **kw: gated_delta_loop(dict(zip(ARGS, a)), kw["initial_state"], f, psi, vo),
                              x, s)
         got = run_with_grads(chunk_trellis, x, s, chunk_size=1, phi="identity", f=f, psi=psi, value_objective=vo,
-                             outer_grad="full", eps=EPS)  # the oracle differentiates through every write
+                             outer_grad="full", eps=0.3, read_eps=EPS)  # the oracle differentiates through
+        # every write; f and psi take read_eps (phi = identity leaves eps unused)
         assert max_err(got, ref) <= 1e-10, (f, psi, vo)
 
 
@@ -184,7 +186,7 @@ def autograd_gd_loop(x, s, phi, value_objective, detach, chunk_size=1):
             return 0.5 * (torch.einsum("bhmd,bhm->bhd", M, a) - v).pow(2).sum()
 
         Mk = step(Mk, Ak, encode(k))
-        r = PHI_FNS["ln_silu"](torch.einsum("bhmd,bhd->bhm", Mk, q))
+        r = PHI_FNS["ln_silu"](torch.einsum("bhmd,bhd->bhm", Mk, q), eps=READ_EPS)
         Mv = step(Mv, Av, encode(v) if value_objective == "encode" else decode)
         outs.append(torch.einsum("bhmd,bhm->bhd", Mv, r))
     return torch.stack(outs, 1), (Mk, Mv)
@@ -199,7 +201,8 @@ def test_outer_grad_matches_autograd_gd_oracle(outer_grad, chunk_size):
                                                    outer_grad == "first_order", chunk_size)
         ref = run_with_grads(oracle, x, s)
         got = run_with_grads(chunk_trellis, x, s, chunk_size=chunk_size, phi=phi, value_objective=vo,
-                             outer_grad=outer_grad, f="ln_silu", psi="none", eps=EPS)
+                             outer_grad=outer_grad, f="ln_silu", psi="none", eps=EPS,
+                             read_eps=READ_EPS)  # the write's phi takes eps, the read's f read_eps
         assert max_err(got, ref) <= 1e-10, (phi, vo)
 
 
@@ -331,6 +334,8 @@ def test_bad_inputs():
             chunk_trellis(*a, **{name: bad})
     with pytest.raises(ValueError, match="eps"):
         chunk_trellis(*a, eps=0)
+    with pytest.raises(ValueError, match="read_eps"):
+        chunk_trellis(*a, read_eps=1.0)
     with pytest.raises(ValueError, match="q and k"):
         chunk_trellis(a[0], a[1][..., :4], *a[2:])
     with pytest.raises(ValueError, match="alpha must share"):
