@@ -170,7 +170,8 @@ def test_overrides_points_and_errors(tmp_path, tiny):
                      ("runs: []\n", "at least one run"), ("runz: []\n", "unknown key 'runz'"),
                      ("protocol: {lr_grid: [0]}\nruns: [{label: A}]\n", "lr_grid entries must be positive"),
                      ("protocol: {seeds: [1, 1]}\nruns: [{label: A}]\n", "distinct ints"),
-                     ("runs: [{label: A, points: {key: seed}}]\n", "points must be a mapping")]:
+                     ("runs: [{label: A, points: {key: seed}}]\n", "points must be a mapping"),
+                     ('runs: [{label: "A, B"}]\n', "contains ','")]:
         p.write_text("base: {task: mqar}\n" + bad)
         with pytest.raises(ConfigError, match=msg):
             load_compare_config(p)

@@ -241,6 +241,8 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
             raise ConfigError(f"{path}: runs[{i}] needs a 'label'")
         if label in labels:
             raise ConfigError(f"{path}: duplicate run label {label!r}")
+        if "," in label:
+            raise ConfigError(f"{path}: run label {label!r} contains ',', which --only uses to separate labels")
         labels.append(label)
         grid = _check_lr_grid(f"{path}: run {label!r}", run["lr_grid"]) if "lr_grid" in run else protocol.lr_grid
         pts = _check_points(f"{path}: run {label!r}", run["points"]) if "points" in run else shared_points
