@@ -22,9 +22,9 @@ from slotmem.configs import builtin_path
 from slotmem.train.tasks import MQARTask, mixer_modules
 
 VARIANTS = {
-    "Trellis, M0 = 0 (default until 2026-12-02)": ("Trellis", {"learn_initial_state": False}),
-    "Trellis, M0 = 0, read_eps = 1e-5": ("Trellis", {"learn_initial_state": False, "read_eps": 1e-5}),
-    "Trellis, M0 learned (default)": ("Trellis", {}),
+    "Trellis, M0 = 0 (default)": ("Trellis", {}),
+    "Trellis, M0 = 0, read_eps = 1e-5": ("Trellis", {"read_eps": 1e-5}),
+    "Trellis, M0 learned": ("Trellis", {"learn_initial_state": True}),
     "Lattice (default)": ("Lattice", {}),
     "Gated DeltaNet": ("Gated DeltaNet", {}),
 }

@@ -32,8 +32,8 @@ class TrellisAttention(SlotMemoryMixer):
     - ``key_normalized``: ``γ = gamma_max · sigmoid(...) / (‖k‖² + 0.01)``, a normalised-LMS step that
       moves the written key's response by the same amount whatever the key's norm.
     Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with unit
-    rows (``learn_initial_state``, default; as Lattice's slots) or zeros — with zeros the first writes
-    meet ``z = 0`` and MQAR training stalls on its plateau at some seeds (``docs/ablations.md``); the two-pass Trellis op over ``m`` slots; per-head
+    rows (``learn_initial_state``) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
+    but made byte-LM perplexity rise beyond the training length, ``docs/ablations.md``); the two-pass Trellis op over ``m`` slots; per-head
     RMSNorm; output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
     Op knobs (phi, f, psi, value_objective, outer_grad, eps) become one ``TrellisKnobs``, checked here
     and passed to ``chunk_trellis``.
@@ -42,7 +42,7 @@ class TrellisAttention(SlotMemoryMixer):
     knobs_class = TrellisKnobs
 
     def __init__(self, hidden_size: int, num_heads: int, num_slots: int | None = 64, head_dim: int | None = None, *,
-                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = True,
+                 conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, **knobs):
