@@ -328,3 +328,39 @@ def test_metrics_cut_line_is_skipped_on_resume(tmp_path, reference):
     res = train(cfg(tmp_path, "r"), quiet=True)
     assert res["final"] == reference[0]["final"]
     assert _strip(read_metrics(tmp_path / "r" / "metrics.jsonl")) == reference[1]
+
+
+def test_compare_workers_stop_when_the_comparison_process_is_killed(tmp_path):
+    """A killed `slotmem compare` leaves no worker training on as an orphan (it would hold its run's
+    lock and the cores): the worker pool's initializer makes each worker exit with its parent."""
+    script = textwrap.dedent(f"""
+        import os, sys, time
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+        from slotmem.compare.runner import _init_worker
+        if __name__ == "__main__":
+            ex = ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                     initargs=(1, os.getpid()))
+            print(ex.submit(os.getpid).result(), flush=True)   # the worker is up (its initializer ran)
+            ex.submit(time.sleep, 600)
+            time.sleep(600)
+    """)
+    p = tmp_path / "pool.py"
+    p.write_text(script)
+    parent = subprocess.Popen([sys.executable, str(p)], stdout=subprocess.PIPE, text=True)
+    try:
+        worker = int(parent.stdout.readline())
+        parent.kill()  # SIGKILL: no cleanup in the parent at all
+        parent.wait(timeout=30)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its killed parent by 20 s")
+    finally:
+        parent.kill()

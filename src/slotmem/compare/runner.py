@@ -51,6 +51,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -439,10 +440,20 @@ def run_one(job: dict) -> dict:
     return rec
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, parent_pid: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="exit-with-parent").start()
+
+
+def _exit_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:
+    """Stop this worker when the comparison process that started it is gone (killed, or crashed):
+    an orphan would train on unseen, hold its run's lock and take the cores from a rerun. Polls the
+    parent pid (portable, unlike Linux's PR_SET_PDEATHSIG); the unfinished run restarts on resume."""
+    while os.getppid() == parent_pid:
+        time.sleep(poll_s)
+    os._exit(1)
 
 
 def usable_cores() -> int:
@@ -578,7 +589,7 @@ class _Runner:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(self.threads,)) as ex:
+        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, os.getpid())) as ex:
             running = {}
             while pending or running:
                 while pending:
