@@ -50,8 +50,9 @@ BACKENDS = ("auto", "kernel", "naive")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RECURRENT_MAX_T = 64  # kernels: at or below this length (without grad) the fused recurrent kernel is used
 # naive references: at or below this length the token loop, above it the chunked reference (chunk 64,
-# padded). Measured on CPU (benchmarks/fla_cpu_reference.py, B 48, d 64): the chunked form is ~3x faster
-# with backward at T = 64, about even at T = 32, and ~2.5x slower at T = 16 (the padding dominates).
+# padded). Measured on CPU (benchmarks/fla_cpu_reference.py, B 48, d 64; two runs on a loaded 2-core
+# machine, benchmarks/results/fla_cpu_reference.md): with backward the chunked form is 2.9-4.7x faster
+# at T = 64 and 0.9-2.1x at T = 32; at T = 16 the runs disagree (0.4x and 1.3x: the padding to 64 costs).
 NAIVE_RECURRENT_MAX_T = 32
 
 
