@@ -109,13 +109,15 @@ def _scan(chunk_fn, seqs, state, anchor, offset, chunk_size, close_at_end):
     return outs, state, anchor
 
 
-def check_knobs(knobs, choices: dict) -> None:
-    """A knob dataclass's values: each knob named in ``choices`` is one of its choices, ``knobs.eps`` a
-    float in (0, 1)."""
+def check_knobs(knobs, choices: dict, floors: tuple = ("eps",)) -> None:
+    """A knob dataclass's values: each knob named in ``choices`` is one of its choices, each named in
+    ``floors`` (normalisation eps) a float in (0, 1)."""
     for name, allowed in choices.items():
         check_choice(name, getattr(knobs, name), allowed)
-    if not (isinstance(knobs.eps, float) and 0.0 < knobs.eps < 1.0):
-        raise ValueError(f"eps must be a float in (0, 1), got {knobs.eps!r}")
+    for name in floors:
+        value = getattr(knobs, name)
+        if not (isinstance(value, float) and 0.0 < value < 1.0):
+            raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")
 
 
 def check_no_extra(op: str, extra: dict) -> None:

@@ -41,9 +41,7 @@ class TrellisKnobs:
 
     def __post_init__(self):
         check_knobs(self, {"phi": PHIS, "f": FS, "psi": PSIS, "value_objective": VALUE_OBJECTIVES,
-                           "outer_grad": OUTER_GRADS})
-        if not (isinstance(self.read_eps, float) and 0.0 < self.read_eps < 1.0):
-            raise ValueError(f"read_eps must be a float in (0, 1), got {self.read_eps!r}")
+                           "outer_grad": OUTER_GRADS}, floors=("eps", "read_eps"))
 
 
 def _normalise(x: torch.Tensor, kind: str, eps: float):
