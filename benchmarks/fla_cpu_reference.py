@@ -11,37 +11,28 @@ only and forward + backward (sum of outputs), best of ``--repeats``, one torch t
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import platform
-import time
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from bench_ops import time_call  # the sibling script's best-of-N timer (fwd, or fwd + backward of sum(o))
 
 from slotmem.layers import fla_ops
 
 
-def inputs(B, T, H, D, grad):
+def inputs(B, T, H, D):
     """q, k (unit rows), v [B, T, H, D]; g (log decay), beta [B, T, H]."""
-    xs = (torch.randn(B, T, H, D), F.normalize(torch.randn(B, T, H, D), dim=-1), torch.randn(B, T, H, D),
-          -0.1 * torch.rand(B, T, H), torch.rand(B, T, H))
-    return [x.requires_grad_(grad) for x in xs]
+    return dict(q=torch.randn(B, T, H, D), k=F.normalize(torch.randn(B, T, H, D), dim=-1), v=torch.randn(B, T, H, D),
+                g=-0.1 * torch.rand(B, T, H), beta=torch.rand(B, T, H))
 
 
-def time_call(recurrent, B, T, H, D, grad, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        q, k, v, g, beta = inputs(B, T, H, D, grad)
-        t0 = time.perf_counter()
-        with torch.set_grad_enabled(grad):
-            o, _ = fla_ops._NAIVE["gated_delta_rule"](q, k, v, g, beta, scale=None, initial_state=None,
-                                                       output_final_state=False, recurrent=recurrent)
-            if grad:
-                o.sum().backward()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def reference(recurrent: bool):
+    return functools.partial(fla_ops._NAIVE["gated_delta_rule"], scale=None, initial_state=None,
+                             output_final_state=False, recurrent=recurrent)
 
 
 def main(argv=None):
@@ -59,8 +50,9 @@ def main(argv=None):
     rows = []
     for T in a.T:
         for grad in (False, True):
-            rec = time_call(True, a.batch, T, a.heads, a.dim, grad, a.repeats)
-            chunk = time_call(False, a.batch, T, a.heads, a.dim, grad, a.repeats)
+            x = inputs(a.batch, T, a.heads, a.dim)
+            rec = time_call(reference(True), x, grad, a.repeats, "cpu")
+            chunk = time_call(reference(False), x, grad, a.repeats, "cpu")
             rows.append(dict(T=T, backward=grad, recurrent_ms=1e3 * rec, chunk_ms=1e3 * chunk, ratio=rec / chunk))
     head = (f"fla naive gated delta rule on CPU ({platform.processor() or platform.machine()}, 1 thread, fp32), "
             f"B {a.batch}, H {a.heads}, d {a.dim}; ratio = token loop / chunked (> 1: chunked is faster); "

@@ -589,7 +589,8 @@ class _Runner:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(self.threads, os.getpid())) as ex:
+        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(self.threads, os.getpid())) as ex:
             running = {}
             while pending or running:
                 while pending:

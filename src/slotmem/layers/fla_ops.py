@@ -10,8 +10,8 @@ place, :func:`fla_backend`:
 * ``"naive"`` (CPU, float64, or forced): fla's pure-PyTorch references in ``fla.ops.<op>.naive``.
   They take no ``cu_seqlens``, so packed sequences run one by one (``slotmem.ops.utils.run_varlen``). Where
   fla ships a chunked reference with state support (gated delta rule, simple GLA) it is used for
-  ``T > NAIVE_RECURRENT_MAX_T`` (32), the token loop otherwise. The naive references compute in float32 whatever the input
-  dtype (float64 inputs are computed in float32).
+  ``T > NAIVE_RECURRENT_MAX_T`` (32), the token loop otherwise. The naive references compute in
+  float32 whatever the input dtype (float64 inputs are computed in float32).
 
 Ops and the fla functions behind them (``state`` layouts are fla's ``[N, H, K, V]``):
 
@@ -50,9 +50,9 @@ BACKENDS = ("auto", "kernel", "naive")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RECURRENT_MAX_T = 64  # kernels: at or below this length (without grad) the fused recurrent kernel is used
 # naive references: at or below this length the token loop, above it the chunked reference (chunk 64,
-# padded). Measured on CPU (benchmarks/fla_cpu_reference.py, B 48, d 64; two runs on a loaded 2-core
-# machine, benchmarks/results/fla_cpu_reference.md): with backward the chunked form is 2.9-4.7x faster
-# at T = 64 and 0.9-2.1x at T = 32; at T = 16 the runs disagree (0.4x and 1.3x: the padding to 64 costs).
+# padded). Measured on an idle 2-core CPU (benchmarks/fla_cpu_reference.py, B 48, d 64;
+# benchmarks/results/fla_cpu_reference.md): the chunked form is 2.1x (fwd) / 2.5x (fwd+bwd) faster at
+# T = 64, 1.5x / 1.6x at T = 48, about even at T = 32 (0.8x / 1.15x) and slower at T = 16 (0.7x / 0.7x).
 NAIVE_RECURRENT_MAX_T = 32
 
 

@@ -34,9 +34,9 @@ class TrellisAttention(SlotMemoryMixer):
     Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with unit
     rows (``learn_initial_state``) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
     but made byte-LM perplexity rise beyond the training length, ``docs/ablations.md``); the two-pass
-    Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection. State per head ``m·(dk+dv)`` floats.
-    Op knobs (phi, f, psi, value_objective, outer_grad, eps, read_eps) become one ``TrellisKnobs``, checked here
-    and passed to ``chunk_trellis``.
+    Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection.
+    State per head ``m·(dk+dv)`` floats. Op knobs (phi, f, psi, value_objective, outer_grad, eps,
+    read_eps) become one ``TrellisKnobs``, checked here and passed to ``chunk_trellis``.
     """
 
     knobs_class = TrellisKnobs
