@@ -1,9 +1,16 @@
-"""Bit-identity of training: the same seed gives the same per-step MQAR loss curve as the
-recorded fixture ``tests/data/mqar_loss_curve.json``, to the last bit (float32, CPU, 1 thread).
+"""Reproducibility of training: the same seed gives the same per-step MQAR loss curve as the
+recorded fixture ``tests/data/mqar_loss_curve.json`` (float32, CPU, 1 thread), to within float32
+rounding: relative difference <= ``RTOL`` at every step.
+
+Not to the last bit: the bits depend on the CPU (ATen's AVX2 vs AVX-512 kernels, MKL's code paths on
+Intel vs AMD). The fixture, recorded on an earlier machine, differs on an AVX2-only AMD EPYC by at most
+2.4e-7 (lattice), 1.1e-7 (trellis), 5.2e-6 (gla) relative over the 20 steps; a change of defaults,
+initialisation or data order moves the loss by ~1e-3 or more within a few steps (steps differ by
+up to 0.1 from each other).
 
 The fixture was recorded before the structural refactor of issue #13 and guards it: any change
-of numerics, defaults, initialisation or data order shows up here. A deliberate numeric change
-regenerates it with ``SLOTMEM_REGEN_LOSS_CURVE=1 python -m pytest tests/test_bit_identity.py``
+of the computation, defaults, initialisation or data order shows up here. A deliberate numeric change
+regenerates it with ``SLOTMEM_REGEN_LOSS_CURVE=1 python -m pytest tests/test_loss_curve_reproduced.py``
 (and says so in the commit).
 """
 import json
@@ -18,6 +25,7 @@ from slotmem.train.trainer import Trainer
 
 FIXTURE = Path(__file__).parent / "data" / "mqar_loss_curve.json"
 STEPS = 20
+RTOL = 1e-4
 
 # Every model key is explicit, so the run does not depend on where defaults live.
 MODEL = {
@@ -48,7 +56,7 @@ def loss_curve(mixer: str, out_dir: Path) -> list[float]:
 
 
 @pytest.mark.parametrize("mixer", sorted(MODEL))
-def test_mqar_loss_curve_is_bit_identical(mixer, tmp_path):
+def test_mqar_loss_curve_is_reproduced(mixer, tmp_path):
     got = loss_curve(mixer, tmp_path / mixer)
     if os.environ.get("SLOTMEM_REGEN_LOSS_CURVE") == "1":
         data = json.loads(FIXTURE.read_text()) if FIXTURE.is_file() else {}
@@ -58,4 +66,5 @@ def test_mqar_loss_curve_is_bit_identical(mixer, tmp_path):
         pytest.skip(f"regenerated {FIXTURE.name}[{mixer}]")
     want = json.loads(FIXTURE.read_text())[mixer]
     assert len(got) == STEPS
-    assert got == want, [i for i, (a, b) in enumerate(zip(got, want)) if a != b]
+    rel = [abs(a - b) / abs(b) for a, b in zip(got, want)]
+    assert max(rel) <= RTOL, f"step {rel.index(max(rel))}: relative difference {max(rel):.2e} > {RTOL:g}"
