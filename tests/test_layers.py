@@ -92,7 +92,8 @@ VARIANTS = [("lattice", dict(eta_mode="slot")), ("lattice", dict(code_activation
             ("trellis", dict(learn_initial_state=True)), ("trellis", dict(phi="identity", f="softmax", psi="l2_silu")),
             ("trellis", dict(value_objective="decode", qk_l2norm=True, gamma_mode="sigmoid")),
             ("trellis", dict(outer_grad="full", num_slots=3)), ("trellis", dict(forget_gate=False)),
-            ("trellis", dict(gamma_mode="key_normalized"))]
+            ("trellis", dict(gamma_mode="key_normalized")),
+            ("trellis", dict(learn_initial_state=True, forget_to_initial_state=True))]
 
 
 @pytest.mark.parametrize("variant,kw", VARIANTS)
@@ -149,6 +150,26 @@ def test_trellis_without_forget_gate_is_beta_one():
     assert max_err(plain(x)[0], gated(x)[0]) == 0
 
 
+@pytest.mark.parametrize("C", [1, 4])
+def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C):
+    """The rest state (M_0) is passed on every call: token-by-token decode and packed sequences
+    reproduce the full forward, and the pull toward M_0 changes the output."""
+    torch.manual_seed(0)
+    layer = make_layer("trellis", chunk_size=C, learn_initial_state=True, forget_to_initial_state=True)
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    full, _, _ = layer(x)
+    out, _, cache = layer(x[:, :4], use_cache=True)
+    outs = [out]
+    for t in range(4, 12):
+        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+        outs.append(o)
+    assert max_err(full, torch.cat(outs, 1)) < 1e-10
+    packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
+    assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
+    layer.forget_to_initial_state = False
+    assert max_err(layer(x)[0], full) > 1e-3
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="code_activation"):
         LatticeAttention(32, 2, code_activation="relu")
@@ -164,6 +185,8 @@ def test_bad_arguments_raise_clear_errors():
         TrellisAttention(32, 2, beta_init=(0.99, 0.9))
     with pytest.raises(ValueError, match="forget_gate"):
         TrellisAttention(32, 2, forget_gate="no")
+    with pytest.raises(ValueError, match="forget_to_initial_state=True needs learn_initial_state=True"):
+        TrellisAttention(32, 2, forget_to_initial_state=True)
     with pytest.raises(TypeError, match="unknown argument"):
         TrellisAttention(32, 2, phi_="silu")
     with pytest.raises(ValueError, match="phi"):

@@ -165,10 +165,12 @@ def test_identity_key_pass_matches_fla_gated_delta_rule():
     torch.testing.assert_close(Mk, h.transpose(-1, -2), rtol=1e-5, atol=1e-5)
 
 
-def autograd_gd_loop(x, s, phi, value_objective, detach, chunk_size=1):
+def autograd_gd_loop(x, s, phi, value_objective, detach, chunk_size=1, rest=None):
     """Trellis with each write ``M <- beta M - gamma dL/dM`` taken by autograd on the loss itself
-    (at the chunk-start state, detached for first_order); f = ln_silu, psi = none."""
+    (at the chunk-start state, detached for first_order); f = ln_silu, psi = none. ``rest``:
+    ``(R̄k, R̄v)`` toward which the forget gate pulls, ``M <- beta M + (1 - beta) R̄ - gamma dL/dM``."""
     Mk, Mv = s
+    Rk, Rv = (0.0, 0.0) if rest is None else rest
     outs = []
     for t in range(x["q"].shape[1]):
         q, k, v, a = (x[n][:, t] for n in ("q", "k", "v", "alpha"))
@@ -176,8 +178,8 @@ def autograd_gd_loop(x, s, phi, value_objective, detach, chunk_size=1):
         if t % chunk_size == 0:
             Ak, Av = (Mk.detach().requires_grad_(), Mv.detach().requires_grad_()) if detach else (Mk, Mv)
 
-        def step(M, anchor, loss):
-            return b * M - g * torch.autograd.grad(loss(anchor), anchor, create_graph=True)[0]
+        def step(M, anchor, loss, R):
+            return b * M + (1 - b) * R - g * torch.autograd.grad(loss(anchor), anchor, create_graph=True)[0]
 
         def encode(w):
             return lambda M: 0.5 * (PHI_FNS[phi](torch.einsum("bhmd,bhd->bhm", M, w)) - a).pow(2).sum()
@@ -185,9 +187,9 @@ def autograd_gd_loop(x, s, phi, value_objective, detach, chunk_size=1):
         def decode(M):
             return 0.5 * (torch.einsum("bhmd,bhm->bhd", M, a) - v).pow(2).sum()
 
-        Mk = step(Mk, Ak, encode(k))
+        Mk = step(Mk, Ak, encode(k), Rk)
         r = PHI_FNS["ln_silu"](torch.einsum("bhmd,bhd->bhm", Mk, q), eps=READ_EPS)
-        Mv = step(Mv, Av, encode(v) if value_objective == "encode" else decode)
+        Mv = step(Mv, Av, encode(v) if value_objective == "encode" else decode, Rv)
         outs.append(torch.einsum("bhmd,bhm->bhd", Mv, r))
     return torch.stack(outs, 1), (Mk, Mv)
 
@@ -236,6 +238,78 @@ def test_full_versus_first_order(phi, value_objective):
         torch.manual_seed(0)
         g_full, _ = state_only_grads(x, s, **kw, outer_grad="full")
         assert min((a - b).abs().max() for a, b in zip(g_full, g_fo)) > 1e-3
+
+
+# --- rest state: the forget gate pulls toward M̄ instead of 0 -----------------------------------------
+
+def make_rest(H=2, dk=5, dv=3, m=4, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(H, m, d, generator=g, dtype=F64).requires_grad_() for d in (dk, dv))
+
+
+def grads_with_rest(fn, x, s, rest, seed=1, **kw):
+    """``run_with_grads`` plus the gradients w.r.t. the rest state."""
+    o, (Mk, Mv) = fn(*(x[n] for n in ARGS), initial_state=s, output_final_state=True, **kw)
+    g = torch.Generator().manual_seed(seed)
+    loss = sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (o, Mk, Mv))
+    return [o, Mk, Mv, *torch.autograd.grad(loss, leaves(x, s) + list(rest))]
+
+
+@pytest.mark.parametrize("outer_grad", OUTER_GRADS)
+@pytest.mark.parametrize("chunk_size", [1, 3])
+def test_rest_state_matches_autograd_gd_oracle(outer_grad, chunk_size):
+    """Forward and every gradient (the rest state's too) against the from-scratch loop, and the
+    reference loop against the chunk form."""
+    x, s = make(T=7)
+    rest = make_rest()
+    for phi, vo in itertools.product(PHIS, VALUE_OBJECTIVES):
+        oracle = lambda *a, **kw: autograd_gd_loop(dict(zip(ARGS, a)), kw["initial_state"], phi, vo,  # noqa: E731
+                                                   outer_grad == "first_order", chunk_size, rest=rest)
+        kn = dict(phi=phi, value_objective=vo, outer_grad=outer_grad, f="ln_silu", psi="none", eps=EPS,
+                  read_eps=READ_EPS)
+        ref = grads_with_rest(oracle, x, s, rest)
+        got = grads_with_rest(chunk_trellis, x, s, rest, chunk_size=chunk_size, rest_state=rest, **kn)
+        assert max_err(got, ref) <= 1e-10, (phi, vo)
+        loop = grads_with_rest(naive_trellis, x, s, rest, chunk_size=chunk_size, rest_state=rest, **kn)
+        assert max_err(loop, ref) <= 1e-10, (phi, vo)
+
+
+def test_rest_state_pull_chaining_and_zero():
+    """gamma = 0: the memory relaxes to M̄ exactly, M_T = P M_0 + (1 - P) M̄; a zero rest state is no
+    rest state; split calls chain (the rest state is passed to each)."""
+    x, s = make(T=11)
+    rest = make_rest()
+    with torch.no_grad():
+        x0 = dict(x, gamma=torch.zeros_like(x["gamma"]))
+        _, (Mk, Mv) = chunk_trellis(*(x0[n] for n in ARGS), initial_state=s, output_final_state=True, chunk_size=4,
+                                    rest_state=rest)
+        P = x["beta"].prod(1)[..., None, None]
+        for M, M0, R in ((Mk, s[0], rest[0]), (Mv, s[1], rest[1])):
+            torch.testing.assert_close(M, P * M0 + (1 - P) * R, rtol=0, atol=1e-12)
+        zero = tuple(torch.zeros_like(r) for r in rest)
+        a, b = (chunk_trellis(*(x[n] for n in ARGS), initial_state=s, chunk_size=4, rest_state=r)[0] for r in (zero, None))
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-14)
+    kn = dict(chunk_size=4, phi="l2_silu", rest_state=rest)
+    full = grads_with_rest(chunk_trellis, x, s, rest, **kn)
+
+    def chained(*a, initial_state, output_final_state, **kw):
+        o1, h = chunk_trellis(*(t[:, :8] for t in a), initial_state=initial_state, output_final_state=True, **kw)
+        o2, h = chunk_trellis(*(t[:, 8:] for t in a), initial_state=h, output_final_state=True, **kw)
+        return torch.cat([o1, o2], 1), h
+
+    assert max_err(grads_with_rest(chained, x, s, rest, **kn), full) <= 1e-12
+
+
+def test_rest_state_bad_shapes():
+    x, s = make(B=2, T=4, H=2, dk=5, dv=3, m=4)
+    a = [x[n] for n in ARGS]
+    Rk, Rv = make_rest()
+    with pytest.raises(TypeError, match="rest_state must be a tuple"):
+        chunk_trellis(*a, rest_state=Rk)
+    with pytest.raises(ValueError, match=r"rest_state Mk must be \[H=2, m=4, dk=5\]"):
+        chunk_trellis(*a, rest_state=(Rk[:1], Rv))
+    with pytest.raises(ValueError, match="rest_state Mv must have 3 dims"):
+        naive_trellis(*a, rest_state=(Rk, Rv[None]))
 
 
 # --- chaining, varlen, gradcheck, long sequences ---------------------------------------------------

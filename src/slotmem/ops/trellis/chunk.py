@@ -13,17 +13,24 @@ vector ``e`` [d]: pass 1 ``(u(Mk0 k), k)``; pass 2 ``(u(Mv0 v), v)`` (encode) or
     M_t   = P_t M0 - sum_{s<=t} D_ts gamma_s s_s e_sᵀ
     M_t q_t   (pass 1) = P_t M0 q_t  - ((Q Eᵀ) ⊙ D) Gs
     M_tᵀ r_t  (pass 2) = P_t M0ᵀ r_t - ((R Sᵀ) ⊙ D) (gamma ⊙ E)
+
+With a rest state ``M̄`` the forget gate pulls the memory toward ``M̄`` instead of toward 0,
+``M_t = beta_t M_{t-1} + (1 - beta_t) M̄ - gamma_t s_t e_tᵀ``; unrolled in a chunk the pulls sum to
+``(1 - P_t) M̄`` (the sum telescopes), one more term in each read and in the chunk-end state.
 """
 from __future__ import annotations
+
+from functools import partial
 
 import torch
 
 from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
-from .knobs import TrellisKnobs, activation, check_inputs, default_state_like, write_grad
+from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_grad
 
 
 def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
-                  output_final_state=False, chunk_size=DEFAULT_CHUNK_SIZE, cu_seqlens=None, **knob_kwargs):
+                  output_final_state=False, chunk_size=DEFAULT_CHUNK_SIZE, cu_seqlens=None, rest_state=None,
+                  **knob_kwargs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta (in (0, 1]), gamma: [B, T, H].
 
     ``knobs``: a ``TrellisKnobs``, or the knobs as keywords (``phi="identity"``...).
@@ -31,17 +38,24 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = N
     which needs B = 1), or a ``ChunkCarry`` of such pairs. Returns ``(o [B, T, H, dv], final_state or
     None)``; reads follow the writes. With a plain state, calls chain exactly (T1 + T2 == T) when T1 is
     a multiple of ``chunk_size``; with a ``ChunkCarry`` (one is returned) any split chains exactly.
+    ``rest_state``: ``(M̄k [H, m, dk], M̄v [H, m, dv])``, shared by every sequence, toward which the forget
+    gate pulls the memories (``M_t = beta M_{t-1} + (1 - beta) M̄ - ...``); None: toward 0.
     """
     kn = resolve_knobs("chunk_trellis", TrellisKnobs, knobs, knob_kwargs)
-    return run_chunked(_TRELLIS, (q, k, v, alpha, beta, gamma), knobs=kn, initial_state=initial_state,
+    spec = _TRELLIS
+    if rest_state is not None:
+        check_rest_state(rest_state, q, v, alpha)
+        spec = OpSpec(spec.check_inputs, spec.default_state, spec.to_heads, partial(_chunk, rest=rest_state))
+    return run_chunked(spec, (q, k, v, alpha, beta, gamma), knobs=kn, initial_state=initial_state,
                        output_final_state=output_final_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
 
 
 def recurrent_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
-                      output_final_state=False, cu_seqlens=None, **knob_kwargs):
+                      output_final_state=False, cu_seqlens=None, rest_state=None, **knob_kwargs):
     """The exact token-by-token recurrence (the decode path): ``chunk_trellis`` with ``chunk_size=1``."""
     return chunk_trellis(q, k, v, alpha, beta, gamma, knobs=knobs, initial_state=initial_state,
-                         output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens, **knob_kwargs)
+                         output_final_state=output_final_state, chunk_size=1, cu_seqlens=cu_seqlens,
+                         rest_state=rest_state, **knob_kwargs)
 
 
 def _to_heads(q, k, v, alpha, beta, gamma, dtype):
@@ -50,12 +64,13 @@ def _to_heads(q, k, v, alpha, beta, gamma, dtype):
     return qh, kh, vh, ah, torch.log(bh), gh
 
 
-def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
+def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs, rest=None):
     """One chunk. Q, K: [B, H, C, dk]; V: [B, H, C, dv]; A: [B, H, C, m]; logb, g: [B, H, C];
     ``start`` (the running state at the chunk's first token) and ``anchor`` (where the inner
     gradients are taken: the chunk-start state, or an earlier one when a call resumes mid-chunk):
     ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``. ``chunk_end`` is unused: a Trellis chunk ends with no
-    extra step. Returns ``(o [B, H, C, dv], (Mk, Mv))``."""
+    extra step. ``rest``: ``(M̄k [H, m, dk], M̄v [H, m, dv])`` or None (see ``chunk_trellis``).
+    Returns ``(o [B, H, C, dv], (Mk, Mv))``."""
     (Mk0, Mv0), (Mka, Mva) = start, anchor
     C = Q.shape[-2]
     ell = torch.cumsum(logb, dim=-1)                                   # l_t   [B, H, C]
@@ -69,6 +84,10 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
     # pass 1: s = u(Mk0 k), e = k; read Ŷ = Mk_t q_t
     Sk = write_grad(K @ Mk0g.transpose(-1, -2), A, kn.phi, kn.eps)
     Yk = P * (Q @ Mk0.transpose(-1, -2)) - ((Q @ K.transpose(-1, -2)) * D) @ (g * Sk)
+    if rest is not None:  # the pull toward the rest state, (1 - P_t) M̄, computed as -expm1(l_t)
+        Rk, Rv = (x.to(Mk0.dtype) for x in rest)
+        pulled = -torch.expm1(ell)[..., None]                          # 1 - P_t  [B, H, C, 1]
+        Yk = Yk + pulled * (Q @ Rk.transpose(-1, -2))
     R = activation(Yk, kn.f, kn.read_eps)
     # pass 2: read Y = Mv_tᵀ r_t
     if kn.value_objective == "encode":
@@ -76,12 +95,16 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs):
     else:
         Sv, Ev = A, A @ Mv0g - V
     Yv = P * (R @ Mv0) - ((R @ Sv.transpose(-1, -2)) * D) @ (g * Ev)
+    if rest is not None:
+        Yv = Yv + pulled * (R @ Rv)
     o = activation(Yv, kn.psi, kn.read_eps)
 
     last = D[..., -1, :, None] * g                                     # D_Cs gamma_s  [B, H, C, 1]
     PC = P[..., -1:, :]
     Mk = PC * Mk0 - (last * Sk).transpose(-1, -2) @ K
     Mv = PC * Mv0 - (last * Sv).transpose(-1, -2) @ Ev
+    if rest is not None:
+        Mk, Mv = Mk + pulled[..., -1:, :] * Rk, Mv + pulled[..., -1:, :] * Rv
     return o, (Mk, Mv)
 
 

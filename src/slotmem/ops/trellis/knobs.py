@@ -132,6 +132,17 @@ def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = Fals
             raise ValueError(f"initial_state {name} must be [{n}, H={H}, m={m}, {dname}={d}], got {tuple(x.shape)}")
 
 
+def check_rest_state(rest_state, q, v, alpha) -> None:
+    """rest_state: ``(M̄k [H, m, dk], M̄v [H, m, dv])`` in a floating dtype, shared by every sequence."""
+    if not (isinstance(rest_state, tuple) and len(rest_state) == 2):
+        raise TypeError("rest_state must be a tuple (Mk [H, m, dk], Mv [H, m, dv])")
+    H, dk, dv, m = q.shape[2], q.shape[3], v.shape[3], alpha.shape[3]
+    for name, x, dname, d in (("Mk", rest_state[0], "dk", dk), ("Mv", rest_state[1], "dv", dv)):
+        check_tensor(f"rest_state {name}", x, 3)
+        if tuple(x.shape) != (H, m, d):
+            raise ValueError(f"rest_state {name} must be [H={H}, m={m}, {dname}={d}], got {tuple(x.shape)}")
+
+
 def default_state(batch: int, heads: int, m: int, dk: int, dv: int, dtype, device):
     """The state used when ``initial_state=None``: ``(Mk, Mv)`` zeros."""
     return (torch.zeros(batch, heads, m, dk, dtype=dtype, device=device),

@@ -10,19 +10,24 @@ import torch
 
 from ..driver import finish_naive, resolve_knobs, start_naive
 from ..utils import tree_where
-from .knobs import TrellisKnobs, activation, check_inputs, default_state_like, write_grad
+from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_grad
 
 
 def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1,
-                  knobs=None, **knob_kwargs):
+                  rest_state=None, knobs=None, **knob_kwargs):
     """q, k: [B, T, H, dk]; v: [B, T, H, dv]; alpha: [B, T, H, m]; beta, gamma: [B, T, H].
 
     State ``(Mk [B, H, m, dk], Mv [B, H, m, dv])``, zeros by default, or a ``ChunkCarry`` (the chunk
-    grid continues from the previous call; one is returned). Returns ``(o [B, T, H, dv], state or None)``.
+    grid continues from the previous call; one is returned). ``rest_state``: ``(M̄k [H, m, dk],
+    M̄v [H, m, dv])``, toward which the forget gate pulls (``M = beta M + (1 - beta) M̄ - ...``), or None
+    (toward 0). Returns ``(o [B, T, H, dv], state or None)``.
     """
     kn = resolve_knobs("naive_trellis", TrellisKnobs, knobs, knob_kwargs)
     inputs = (q, k, v, alpha, beta, gamma)
     (Mk, Mv), anchor, offset, carry, dt = start_naive(check_inputs, default_state_like, inputs, initial_state, chunk_size)
+    if rest_state is not None:
+        check_rest_state(rest_state, q, v, alpha)
+    Rk, Rv = (0.0, 0.0) if rest_state is None else (x.to(dt) for x in rest_state)
     T = q.shape[1]
     outs = []
     for t in range(T):
@@ -32,13 +37,13 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         Ak, Av = tuple(a.detach() for a in anchor) if kn.outer_grad == "first_order" else anchor
         # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
         uk = write_grad(torch.einsum("bhmd,bhd->bhm", Ak, kt), at, kn.phi, kn.eps)
-        Mk = bt * Mk - gt * uk[..., None] * kt[..., None, :]
+        Mk = bt * Mk + (1 - bt) * Rk - gt * uk[..., None] * kt[..., None, :]
         r = activation(torch.einsum("bhmd,bhd->bhm", Mk, qt), kn.f, kn.read_eps)
         # pass 2: Mv <- beta Mv - gamma s e^T; read Mv^T r
         if kn.value_objective == "encode":
             s, e = write_grad(torch.einsum("bhmd,bhd->bhm", Av, vt), at, kn.phi, kn.eps), vt
         else:
             s, e = at, torch.einsum("bhmd,bhm->bhd", Av, at) - vt
-        Mv = bt * Mv - gt * s[..., None] * e[..., None, :]
+        Mv = bt * Mv + (1 - bt) * Rv - gt * s[..., None] * e[..., None, :]
         outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.read_eps))
     return finish_naive(outs, v, dt, (Mk, Mv), anchor, offset, carry, chunk_size, output_final_state)
