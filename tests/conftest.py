@@ -12,6 +12,16 @@ def max_err(a, b):
     return (a - b).abs().max().item() if a.numel() else 0.0
 
 
+def prefill_then_decode(layer, x, prefill: int = 4):
+    """Run ``layer`` on ``x[:, :prefill]`` with a cache, then token by token: ``(outputs [B, T, D], cache)``."""
+    out, _, cache = layer(x[:, :prefill], use_cache=True)
+    outs = [out]
+    for t in range(prefill, x.shape[1]):
+        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
+        outs.append(o)
+    return torch.cat(outs, 1), cache
+
+
 @pytest.fixture
 def trellis_op_inputs(monkeypatch):
     """Record what ``TrellisAttention`` hands the Trellis op: a dict filled with q, k, v, alpha,

@@ -12,7 +12,7 @@ from slotmem.layers import fla_ops as fb
 from slotmem.layers.attention import Attention
 from slotmem.layers.fla_ops import fla_backend, run_fla_op
 
-from .conftest import max_err
+from .conftest import max_err, prefill_then_decode
 
 HIDDEN, HEADS = 32, 4
 # fla's naive references compute in float32 whatever the input dtype: fp32 tests, 1e-4 tolerance
@@ -50,12 +50,8 @@ def test_prefill_then_token_by_token_decode_equals_forward(key):
     layer = make(key)
     x = torch.randn(2, 12, HIDDEN)
     full, _, _ = layer(x)
-    out, _, cache = layer(x[:, :4], use_cache=True)
-    outs = [out]
-    for t in range(4, 12):
-        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        outs.append(o)
-    assert max_err(full, torch.cat(outs, 1)) < TOL
+    decoded, cache = prefill_then_decode(layer, x)
+    assert max_err(full, decoded) < TOL
     assert cache.get_seq_length() == 12
 
 

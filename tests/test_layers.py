@@ -6,7 +6,7 @@ import torch
 from slotmem.layers import LatticeAttention, TrellisAttention, build_mixer
 from slotmem.modules import RecurrentCache
 
-from .conftest import max_err
+from .conftest import max_err, prefill_then_decode
 
 MIXERS = ["lattice", "trellis"]
 
@@ -38,12 +38,8 @@ def test_prefill_then_token_by_token_decode_equals_forward(name, C):
     layer = make_layer(name, chunk_size=C)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
-    out, _, cache = layer(x[:, :4], use_cache=True)
-    outs = [out]
-    for t in range(4, 12):
-        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        outs.append(o)
-    assert max_err(full, torch.cat(outs, 1)) < 1e-10
+    decoded, cache = prefill_then_decode(layer, x)
+    assert max_err(full, decoded) < 1e-10
     state = cache[0]["recurrent_state"]
     states = state if isinstance(state, tuple) else (state,)
     assert sum(s[0].numel() for s in states) == layer.state_size()
@@ -158,12 +154,8 @@ def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C):
     layer = make_layer("trellis", chunk_size=C, learn_initial_state=True, forget_to_initial_state=True)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
-    out, _, cache = layer(x[:, :4], use_cache=True)
-    outs = [out]
-    for t in range(4, 12):
-        o, _, cache = layer(x[:, t:t + 1], past_key_values=cache, use_cache=True)
-        outs.append(o)
-    assert max_err(full, torch.cat(outs, 1)) < 1e-10
+    decoded, _ = prefill_then_decode(layer, x)
+    assert max_err(full, decoded) < 1e-10
     packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
     assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
     layer.forget_to_initial_state = False

@@ -20,6 +20,7 @@ With a rest state ``M̄`` the forget gate pulls the memory toward ``M̄`` instea
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 import torch
@@ -45,7 +46,7 @@ def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = N
     spec = _TRELLIS
     if rest_state is not None:
         check_rest_state(rest_state, q, v, alpha)
-        spec = OpSpec(spec.check_inputs, spec.default_state, spec.to_heads, partial(_chunk, rest=rest_state))
+        spec = replace(spec, chunk=partial(_chunk, rest=rest_state))
     return run_chunked(spec, (q, k, v, alpha, beta, gamma), knobs=kn, initial_state=initial_state,
                        output_final_state=output_final_state, chunk_size=chunk_size, cu_seqlens=cu_seqlens)
 
