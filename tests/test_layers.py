@@ -89,7 +89,7 @@ VARIANTS = [("lattice", dict(eta_mode="slot")), ("lattice", dict(code_activation
             ("trellis", dict(value_objective="decode", qk_l2norm=True, gamma_mode="sigmoid")),
             ("trellis", dict(outer_grad="full", num_slots=3)), ("trellis", dict(forget_gate=False)),
             ("trellis", dict(gamma_mode="key_normalized")),
-            ("trellis", dict(learn_initial_state=True, forget_to_initial_state=True))]
+            ("trellis", dict(learn_initial_state=True, forget_to_initial_state="both"))]
 
 
 @pytest.mark.parametrize("variant,kw", VARIANTS)
@@ -146,20 +146,32 @@ def test_trellis_without_forget_gate_is_beta_one():
     assert max_err(plain(x)[0], gated(x)[0]) == 0
 
 
-@pytest.mark.parametrize("C", [1, 4])
-def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C):
+@pytest.mark.parametrize("C,memories", [(1, "both"), (4, "both"), (4, "key"), (4, "value")])
+def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C, memories):
     """The rest state (M_0) is passed on every call: token-by-token decode and packed sequences
     reproduce the full forward, and the pull toward M_0 changes the output."""
     torch.manual_seed(0)
-    layer = make_layer("trellis", chunk_size=C, learn_initial_state=True, forget_to_initial_state=True)
+    layer = make_layer("trellis", chunk_size=C, learn_initial_state=True, forget_to_initial_state=memories)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
     full, _, _ = layer(x)
     decoded, _ = prefill_then_decode(layer, x)
     assert max_err(full, decoded) < 1e-10
     packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
     assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
-    layer.forget_to_initial_state = False
+    layer.forget_to_initial_state = "none"
     assert max_err(layer(x)[0], full) > 1e-3
+
+
+def test_trellis_forget_to_one_memory_pulls_only_that_memory():
+    """"key" passes M_0's key memory and a zero value rest state (a zero rest state == decay toward 0,
+    tests/test_trellis_op.py); "value" the reverse."""
+    torch.manual_seed(0)
+    layer = make_layer("trellis", learn_initial_state=True, forget_to_initial_state="key")
+    Mk, Mv = layer._rest_state()
+    assert torch.equal(Mk, layer.initial_key_state.float()) and not Mv.any()
+    layer.forget_to_initial_state = "value"
+    Mk, Mv = layer._rest_state()
+    assert not Mk.any() and torch.equal(Mv, layer.initial_value_state.float())
 
 
 def test_bad_arguments_raise_clear_errors():
@@ -177,8 +189,10 @@ def test_bad_arguments_raise_clear_errors():
         TrellisAttention(32, 2, beta_init=(0.99, 0.9))
     with pytest.raises(ValueError, match="forget_gate"):
         TrellisAttention(32, 2, forget_gate="no")
-    with pytest.raises(ValueError, match="forget_to_initial_state=True needs learn_initial_state=True"):
-        TrellisAttention(32, 2, forget_to_initial_state=True)
+    with pytest.raises(ValueError, match="forget_to_initial_state='both' needs learn_initial_state=True"):
+        TrellisAttention(32, 2, forget_to_initial_state="both")
+    with pytest.raises(ValueError, match="forget_to_initial_state=True is not valid"):
+        TrellisAttention(32, 2, learn_initial_state=True, forget_to_initial_state=True)
     with pytest.raises(TypeError, match="unknown argument"):
         TrellisAttention(32, 2, phi_="silu")
     with pytest.raises(ValueError, match="phi"):

@@ -29,7 +29,7 @@ def _mixers_in(obj, out):
 
 def shipped_mixers():
     found = {("lattice", "{}\n"), ("trellis", "{}\n"),  # the layer defaults, and the learned M_0 that the forget
-             ("trellis", yaml.safe_dump({"learn_initial_state": True, "forget_to_initial_state": True}))}  # gate pulls toward
+             ("trellis", yaml.safe_dump({"learn_initial_state": True, "forget_to_initial_state": "both"}))}  # gate pulls toward
     for path in sorted(p for p in CONFIGS.rglob("*.yaml") if "ablations" not in p.parts):  # ablations: experiments
         _mixers_in(yaml.safe_load(path.read_text()), found)
     return [(name, yaml.safe_load(kw)) for name, kw in sorted(found)]

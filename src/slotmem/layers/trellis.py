@@ -34,9 +34,10 @@ class TrellisAttention(SlotMemoryMixer):
     Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with unit
     rows (``learn_initial_state``) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
     but made byte-LM perplexity rise beyond the training length, ``docs/ablations.md``);
-    ``forget_to_initial_state`` (needs a learned ``M_0``): the forget gate pulls the memories back toward
-    ``M_0`` instead of toward 0, ``M_t = β M_{t-1} + (1-β) M_0 - γ u wᵀ``, so ``M_0`` stays in the memory
-    however long the context (ours; measured in ``docs/ablations.md``); the two-pass
+    ``forget_to_initial_state`` (``none``/``key``/``value``/``both``; needs a learned ``M_0``): in the named
+    memories the forget gate pulls back toward ``M_0`` instead of toward 0, ``M_t = β M_{t-1} + (1-β) M_0 -
+    γ u wᵀ``, so ``M_0`` stays in the memory however long the context (ours; measured in
+    ``docs/ablations.md``); the two-pass
     Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection.
     State per head ``m·(dk+dv)`` floats. Op knobs (phi, f, psi, value_objective, outer_grad, eps,
     read_eps) become one ``TrellisKnobs``, checked here and passed to ``chunk_trellis``.
@@ -48,17 +49,18 @@ class TrellisAttention(SlotMemoryMixer):
                  conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
-                 gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: bool = False, **knobs):
+                 gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none", **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
         check_positive_float("gamma_max", gamma_max)
         lo, hi = _check_beta_init(beta_init)
         check_bool("forget_gate", forget_gate)
-        check_bool("forget_to_initial_state", forget_to_initial_state)
+        check_choice("forget_to_initial_state", forget_to_initial_state, FORGET_TO_INITIAL_STATE)
         check_bool("learn_initial_state", learn_initial_state)
-        if forget_to_initial_state and not learn_initial_state:
-            raise ValueError("forget_to_initial_state=True needs learn_initial_state=True (with M_0 = 0 it changes nothing)")
+        if forget_to_initial_state != "none" and not learn_initial_state:
+            raise ValueError(f"forget_to_initial_state={forget_to_initial_state!r} needs learn_initial_state=True "
+                             "(with M_0 = 0 it changes nothing)")
         self.forget_to_initial_state = forget_to_initial_state
         self.qk_l2norm, self.gamma_mode, self.gamma_max = bool(qk_l2norm), gamma_mode, float(gamma_max)
         H, m, d = num_heads, self.num_slots, self.head_dim
@@ -113,7 +115,7 @@ class TrellisAttention(SlotMemoryMixer):
             gamma = gamma / (k.float().pow(2).sum(-1) + 1e-2)
         n = num_sequences(x, cu_seqlens)
         fresh = tuple(p.float().expand(n, *p.shape) for p in (self.initial_key_state, self.initial_value_state))
-        rest = (self.initial_key_state.float(), self.initial_value_state.float()) if self.forget_to_initial_state else None
+        rest = self._rest_state()
         o, final = chunk_trellis(q, k, v, alpha, beta, gamma, initial_state=resume_state(state, fresh, use_cache),
                                  output_final_state=use_cache, chunk_size=self.chunk_size, cu_seqlens=cu_seqlens,
                                  knobs=self.knobs, rest_state=rest)
@@ -121,8 +123,17 @@ class TrellisAttention(SlotMemoryMixer):
         o = self.o_proj(rearrange(o, "b t h d -> b t (h d)"))
         return o, cache_entry(final, conv_state)
 
+    def _rest_state(self):
+        """The states the forget gate pulls toward: ``(M̄k [H, m, dk], M̄v [H, m, dv])``, or None (both 0)."""
+        if self.forget_to_initial_state == "none":
+            return None
+        pull_k, pull_v = self.forget_to_initial_state in ("key", "both"), self.forget_to_initial_state in ("value", "both")
+        Mk, Mv = self.initial_key_state.float(), self.initial_value_state.float()
+        return (Mk if pull_k else torch.zeros_like(Mk), Mv if pull_v else torch.zeros_like(Mv))
+
 
 GAMMA_MODES = ("softplus", "sigmoid", "key_normalized")
+FORGET_TO_INITIAL_STATE = ("none", "key", "value", "both")
 
 
 def _check_beta_init(beta_init):
