@@ -162,6 +162,16 @@ def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C, memor
     assert max_err(layer(x)[0], full) > 1e-3
 
 
+def test_trellis_initial_state_scale_sets_the_row_norm_of_learned_m0():
+    layer = make_layer("trellis", learn_initial_state=True, initial_state_scale=0.1)
+    for M in (layer.initial_key_state, layer.initial_value_state):
+        assert torch.allclose(M.norm(dim=-1), torch.full(M.shape[:2], 0.1, dtype=M.dtype))
+    with pytest.raises(ValueError, match="initial_state_scale=0.1 needs learn_initial_state=True"):
+        TrellisAttention(32, 2, initial_state_scale=0.1)
+    with pytest.raises(ValueError, match="initial_state_scale must be a finite positive number"):
+        TrellisAttention(32, 2, learn_initial_state=True, initial_state_scale=0.0)
+
+
 def test_trellis_forget_to_one_memory_pulls_only_that_memory():
     """"key" passes M_0's key memory and a zero value rest state (a zero rest state == decay toward 0,
     tests/test_trellis_op.py); "value" the reverse."""

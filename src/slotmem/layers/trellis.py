@@ -31,8 +31,8 @@ class TrellisAttention(SlotMemoryMixer):
     - ``softplus``: unbounded, starting at ``1/head_dim`` (1 with ``qk_l2norm``);
     - ``key_normalized``: ``γ = gamma_max · sigmoid(...) / (‖k‖² + 0.01)``, a normalised-LMS step that
       moves the written key's response by the same amount whatever the key's norm.
-    Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with unit
-    rows (``learn_initial_state``) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
+    Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with rows of
+    norm ``initial_state_scale`` (``learn_initial_state``; scale 1: unit rows) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
     but made byte-LM perplexity rise beyond the training length, ``docs/ablations.md``);
     ``forget_to_initial_state`` (``none``/``key``/``value``/``both``; needs a learned ``M_0``): in the named
     memories the forget gate pulls back toward ``M_0`` instead of toward 0, ``M_t = β M_{t-1} + (1-β) M_0 -
@@ -49,7 +49,8 @@ class TrellisAttention(SlotMemoryMixer):
                  conv_size: int = 4, chunk_size: int = DEFAULT_CHUNK_SIZE, learn_initial_state: bool = False,
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
-                 gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none", **knobs):
+                 gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
+                 initial_state_scale: float = 1.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
@@ -61,6 +62,9 @@ class TrellisAttention(SlotMemoryMixer):
         if forget_to_initial_state != "none" and not learn_initial_state:
             raise ValueError(f"forget_to_initial_state={forget_to_initial_state!r} needs learn_initial_state=True "
                              "(with M_0 = 0 it changes nothing)")
+        check_positive_float("initial_state_scale", initial_state_scale)
+        if initial_state_scale != 1.0 and not learn_initial_state:
+            raise ValueError(f"initial_state_scale={initial_state_scale!r} needs learn_initial_state=True (M_0 = 0 otherwise)")
         self.forget_to_initial_state = forget_to_initial_state
         self.qk_l2norm, self.gamma_mode, self.gamma_max = bool(qk_l2norm), gamma_mode, float(gamma_max)
         H, m, d = num_heads, self.num_slots, self.head_dim
@@ -84,8 +88,9 @@ class TrellisAttention(SlotMemoryMixer):
                       "key_normalized": 0.5 * self.gamma_max}[gamma_mode]
             bias = math.log(math.expm1(gamma0)) if gamma_mode == "softplus" else math.log(gamma0 / (self.gamma_max - gamma0))
             self.gamma_proj.bias.fill_(bias)
-        if learn_initial_state:  # learnable M_0 with unit rows: the first writes see z = M_0 w != 0
-            self.initial_key_state, self.initial_value_state = nn.Parameter(unit_rows(H, m, d)), nn.Parameter(unit_rows(H, m, d))
+        if learn_initial_state:  # learnable M_0, rows of norm initial_state_scale: the first writes see z = M_0 w != 0
+            self.initial_key_state, self.initial_value_state = (nn.Parameter(initial_state_scale * unit_rows(H, m, d))
+                                                                for _ in range(2))
         else:  # M_0 = 0
             self.register_buffer("initial_key_state", torch.zeros(H, m, d))
             self.register_buffer("initial_value_state", torch.zeros(H, m, d))
