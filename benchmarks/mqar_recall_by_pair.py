@@ -5,9 +5,12 @@ later. A model that loses a whole block of pairs -- e.g. every pair after the fi
 chunked recurrence -- shows it here as a step in accuracy at the chunk boundary, which the slice
 means hide. Give one or more trained model folders (a ``slotmem compare`` run's ``.../model``, or
 ``slotmem train``'s); the test stream of the slice is the one the comparison scores.
+``--chunk-sizes 16 4 1`` also evaluates each chunked model (Lattice, Trellis) with other chunk sizes
+than it was trained with (1 = the exact recurrence): a model that learned the recurrence recalls the
+same at every chunk size, one that exploits the chunk form does not.
 
     python benchmarks/mqar_recall_by_pair.py RUN/model [RUN2/model ...] --seq-len 128 --kv 16 \
-        --out benchmarks/results/mqar_recall_by_pair
+        --chunk-sizes 16 4 1 --out benchmarks/results/mqar_recall_by_pair
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 import torch
 
 from slotmem.data.mqar import IGNORE_INDEX, MQARConfig, generate_mqar
+from slotmem.layers.slot_memory import SlotMemoryMixer
 from slotmem.models import SlotMemForCausalLM
 
 
@@ -45,20 +49,27 @@ def main(argv=None) -> None:
     ap.add_argument("--examples", type=int, default=256)
     ap.add_argument("--vocab", type=int, default=256, help="the vocabulary the models were trained on")
     ap.add_argument("--seed", type=int, default=0, help="mqar.seed of the training config (the test stream)")
+    ap.add_argument("--chunk-sizes", type=int, nargs="+", help="evaluate chunked mixers at these chunk sizes "
+                    "(default: the one each model was trained with)")
     ap.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    rows = {}
+    rows = []
     for path in args.models:
         model = SlotMemForCausalLM.from_pretrained(path).eval()
-        mixer = model.config.mixer_kwargs or {}
-        rows[path] = dict(mixer=model.config.mixer, chunk_size=mixer.get("chunk_size"),
-                          acc=recall_by_pair(model, args.seq_len, args.kv, args.examples, args.vocab, args.seed))
-    head = "| model | mixer | chunk | " + " | ".join(f"p{j}" for j in range(args.kv)) + " |"
+        chunked = [m for m in model.modules() if isinstance(m, SlotMemoryMixer)]
+        trained = chunked[0].chunk_size if chunked else None
+        for C in (args.chunk_sizes if chunked and args.chunk_sizes else [trained]):
+            for m in chunked:
+                m.chunk_size = C
+            rows.append(dict(model=path, mixer=model.config.mixer, trained_chunk_size=trained, chunk_size=C,
+                             acc=recall_by_pair(model, args.seq_len, args.kv, args.examples, args.vocab, args.seed)))
+    head = "| model | mixer | trained chunk | eval chunk | " + " | ".join(f"p{j}" for j in range(args.kv)) + " |"
     lines = [f"MQAR T={args.seq_len}, kv={args.kv}: test accuracy by pair index (p0 = first pair, tokens 0-1)", "",
-             head, "|" + "---|" * (args.kv + 3)]
-    for path, r in rows.items():
-        lines.append(f"| {path} | {r['mixer']} | {r['chunk_size']} | " + " | ".join(f"{a:.2f}" for a in r["acc"]) + " |")
+             head, "|" + "---|" * (args.kv + 4)]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['mixer']} | {r['trained_chunk_size']} | {r['chunk_size']} | "
+                     + " | ".join(f"{a:.2f}" for a in r["acc"]) + " |")
     text = "\n".join(lines)
     print(text)
     if args.out:
