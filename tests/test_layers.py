@@ -162,6 +162,15 @@ def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C, memor
     assert max_err(layer(x)[0], full) > 1e-3
 
 
+def test_trellis_fixed_slot_codes_get_no_gradient_and_stay_in_the_state_dict():
+    layer = make_layer("trellis", learn_slot_codes=False)
+    assert not layer.alpha_proj.weight.requires_grad and "alpha_proj.weight" in layer.state_dict()
+    layer(torch.randn(2, 5, 32, dtype=torch.float64))[0].square().sum().backward()
+    assert layer.alpha_proj.weight.grad is None and layer.qkv_proj.weight.grad is not None
+    with pytest.raises(ValueError, match="learn_slot_codes"):
+        TrellisAttention(32, 2, learn_slot_codes="no")
+
+
 def test_trellis_initial_state_scale_sets_the_row_norm_of_learned_m0():
     layer = make_layer("trellis", learn_initial_state=True, initial_state_scale=0.1)
     for M in (layer.initial_key_state, layer.initial_value_state):

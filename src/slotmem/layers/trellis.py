@@ -22,7 +22,8 @@ class TrellisAttention(SlotMemoryMixer):
     """Token mixer: x [B, T, hidden] -> [B, T, hidden].
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
-    q, k), slot target code ``α = W_α x ∈ R^m``, forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
+    q, k), slot target code ``α = W_α x ∈ R^m`` (``learn_slot_codes=False`` keeps ``W_α`` at its random
+    init: ours, against the slot codes' collapse on the MQAR plateau, ``docs/ablations.md``), forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
     drawn so β starts in ``beta_init`` (``forget_gate=False``: β = 1, the paper's "no forget gate"
     ablation), inner step γ by ``gamma_mode``:
     - ``sigmoid`` (default): ``γ = gamma_max · sigmoid(W_γ x + b)``, starting at ``min(1/head_dim,
@@ -50,7 +51,7 @@ class TrellisAttention(SlotMemoryMixer):
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
-                 initial_state_scale: float = 1.0, **knobs):
+                 initial_state_scale: float = 1.0, learn_slot_codes: bool = True, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
@@ -59,6 +60,7 @@ class TrellisAttention(SlotMemoryMixer):
         check_bool("forget_gate", forget_gate)
         check_choice("forget_to_initial_state", forget_to_initial_state, FORGET_TO_INITIAL_STATE)
         check_bool("learn_initial_state", learn_initial_state)
+        check_bool("learn_slot_codes", learn_slot_codes)
         if forget_to_initial_state != "none" and not learn_initial_state:
             raise ValueError(f"forget_to_initial_state={forget_to_initial_state!r} needs learn_initial_state=True "
                              "(with M_0 = 0 it changes nothing)")
@@ -70,7 +72,7 @@ class TrellisAttention(SlotMemoryMixer):
         H, m, d = num_heads, self.num_slots, self.head_dim
         self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
         self.conv = ShortConvolution(3 * H * d, conv_size, activation="silu")
-        self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False)
+        self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False).requires_grad_(learn_slot_codes)
         self.beta_proj = nn.Linear(hidden_size, H, bias=True) if forget_gate else None  # None: beta = 1
         self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
         self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
