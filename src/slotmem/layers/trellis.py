@@ -23,9 +23,9 @@ class TrellisAttention(SlotMemoryMixer):
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m`` (``learn_slot_codes=False`` keeps ``W_α`` at its random
-    init: ours, against the slot codes' collapse on the MQAR plateau, ``docs/ablations.md``), forget gate ``log β = logsigmoid(W_β x + b)`` with ``b``
-    drawn so β starts in ``beta_init`` (``forget_gate=False``: β = 1, the paper's "no forget gate"
-    ablation), inner step γ by ``gamma_mode``:
+    init: ours, against the slot codes' collapse on the MQAR plateau, ``docs/ablations.md``), forget gate
+    ``log β = logsigmoid(W_β x + b)`` with ``b`` drawn so β starts in ``beta_init`` (``forget_gate=False``:
+    β = 1, the paper's "no forget gate" ablation), inner step γ by ``gamma_mode``:
     - ``sigmoid`` (default): ``γ = gamma_max · sigmoid(W_γ x + b)``, starting at ``min(1/head_dim,
       gamma_max/2)``; the bound (default 0.05, ours) keeps high learning rates from growing γ into the
       regime where the first writes drown the rest (``docs/ablations.md``);
@@ -33,13 +33,13 @@ class TrellisAttention(SlotMemoryMixer):
     - ``key_normalized``: ``γ = gamma_max · sigmoid(...) / (‖k‖² + 0.01)``, a normalised-LMS step that
       moves the written key's response by the same amount whatever the key's norm.
     Gates are computed in float32 even under autocast. Initial memories ``M_0`` learnable with rows of
-    norm ``initial_state_scale`` (``learn_initial_state``; scale 1: unit rows) or zeros (default: a learned ``M_0`` leaves the MQAR plateau sooner
-    but made byte-LM perplexity rise beyond the training length, ``docs/ablations.md``);
+    norm ``initial_state_scale`` (``learn_initial_state``; scale 1: unit rows) or zeros (default: a learned
+    ``M_0`` leaves the MQAR plateau sooner but made byte-LM perplexity rise beyond the training length,
+    ``docs/ablations.md``);
     ``forget_to_initial_state`` (``none``/``key``/``value``/``both``; needs a learned ``M_0``): in the named
     memories the forget gate pulls back toward ``M_0`` instead of toward 0, ``M_t = β M_{t-1} + (1-β) M_0 -
     γ u wᵀ``, so ``M_0`` stays in the memory however long the context (ours; measured in
-    ``docs/ablations.md``); the two-pass
-    Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection.
+    ``docs/ablations.md``); the two-pass Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection.
     State per head ``m·(dk+dv)`` floats. Op knobs (phi, f, psi, value_objective, outer_grad, eps,
     read_eps) become one ``TrellisKnobs``, checked here and passed to ``chunk_trellis``.
     """
