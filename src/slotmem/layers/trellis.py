@@ -61,12 +61,11 @@ class TrellisAttention(SlotMemoryMixer):
         check_choice("forget_to_initial_state", forget_to_initial_state, FORGET_TO_INITIAL_STATE)
         check_bool("learn_initial_state", learn_initial_state)
         check_bool("learn_slot_codes", learn_slot_codes)
-        if forget_to_initial_state != "none" and not learn_initial_state:
-            raise ValueError(f"forget_to_initial_state={forget_to_initial_state!r} needs learn_initial_state=True "
-                             "(with M_0 = 0 it changes nothing)")
         check_positive_float("initial_state_scale", initial_state_scale)
-        if initial_state_scale != 1.0 and not learn_initial_state:
-            raise ValueError(f"initial_state_scale={initial_state_scale!r} needs learn_initial_state=True (M_0 = 0 otherwise)")
+        for name, value, unset in (("forget_to_initial_state", forget_to_initial_state, "none"),
+                                   ("initial_state_scale", initial_state_scale, 1.0)):  # knobs of a learned M_0
+            if value != unset and not learn_initial_state:
+                raise ValueError(f"{name}={value!r} needs learn_initial_state=True (with M_0 = 0 it changes nothing)")
         self.forget_to_initial_state = forget_to_initial_state
         self.qk_l2norm, self.gamma_mode, self.gamma_max = bool(qk_l2norm), gamma_mode, float(gamma_max)
         H, m, d = num_heads, self.num_slots, self.head_dim
