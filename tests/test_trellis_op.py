@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from slotmem.ops.trellis import TrellisKnobs, chunk_trellis, naive_trellis, recurrent_trellis, write_grad
-from slotmem.ops.trellis.knobs import FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES, activation
+from slotmem.ops.trellis.knobs import CHUNK_MODES, FS, OUTER_GRADS, PHIS, PSIS, VALUE_OBJECTIVES, activation
 
 F64 = torch.float64
 EPS = 1e-5  # a small floor, where the normalised maps are (almost) exactly normalised
@@ -95,22 +95,41 @@ def test_write_grad_is_the_loss_gradient_to_second_order(phi):
 
 # --- chunk form == naive loop --------------------------------------------------------------------
 
-@pytest.mark.parametrize("chunk_size", [1, 3])
-def test_chunk_matches_naive_all_knobs(chunk_size):
-    """C=1: the exact recurrence (also via recurrent_trellis). C=3, T=7: the stale-gradient simulation."""
+@pytest.mark.parametrize("chunk_size,chunk_mode", [(1, "stale"), (1, "delta"), (3, "stale"), (3, "delta")])
+def test_chunk_matches_naive_all_knobs(chunk_size, chunk_mode):
+    """C=1: the exact recurrence (also via recurrent_trellis; the delta correction vanishes). C=3, T=7:
+    the token-by-token simulation of the chunk approximation (stale gradients, or stale + delta correction)."""
     x, s = make(B=1, T=7, H=1, dk=3, dv=2, m=3)
     fast = recurrent_trellis if chunk_size == 1 else chunk_trellis
     extra = {} if chunk_size == 1 else dict(chunk_size=chunk_size)
     for kn in ALL_KNOBS:
-        ref = run_with_grads(naive_trellis, x, s, chunk_size=chunk_size, **kn)
-        got = run_with_grads(fast, x, s, **extra, **kn)
+        ref = run_with_grads(naive_trellis, x, s, chunk_size=chunk_size, chunk_mode=chunk_mode, **kn)
+        got = run_with_grads(fast, x, s, **extra, chunk_mode=chunk_mode, **kn)
         assert max_err(got, ref) <= 1e-10, kn
+
+
+@pytest.mark.parametrize("outer_grad", OUTER_GRADS)
+@pytest.mark.parametrize("value_objective", VALUE_OBJECTIVES)
+def test_delta_chunk_is_exact_where_the_write_is_linear(outer_grad, value_objective):
+    """phi = identity (both passes gated delta rules in slot space; decode: the value pass is one for
+    any phi): the delta-corrected chunk form IS the exact recurrence at any chunk size, forward and
+    backward, with a rest state too; the stale form is not."""
+    x, s = make(T=11, gamma_max=0.9)
+    kn = dict(phi="identity", f="ln_silu", psi="l2_silu", value_objective=value_objective, outer_grad=outer_grad)
+    exact = run_with_grads(naive_trellis, x, s, chunk_size=1, **kn)
+    for C in (4, 11):
+        assert max_err(run_with_grads(chunk_trellis, x, s, chunk_size=C, chunk_mode="delta", **kn), exact) <= 1e-12
+    assert max_err(run_with_grads(chunk_trellis, x, s, chunk_size=4, **kn), exact) > 1e-3
+    rest = make_rest()
+    exact = grads_with_rest(naive_trellis, x, s, rest, rest_state=rest, chunk_size=1, **kn)
+    got = grads_with_rest(chunk_trellis, x, s, rest, rest_state=rest, chunk_size=4, chunk_mode="delta", **kn)
+    assert max_err(got, exact) <= 1e-12
 
 
 @pytest.mark.parametrize("T", [1, 63, 100])
 def test_odd_lengths_and_dims(T):
     x, s = make(B=1, T=T, H=2, dk=5, dv=7, m=6, seed=T)
-    for kn in (dict(), dict(phi="l2_silu", f="softmax", psi="ln_silu", value_objective="decode")):
+    for kn in (dict(), dict(phi="l2_silu", f="softmax", psi="ln_silu", value_objective="decode"), dict(chunk_mode="delta")):
         ref = run_with_grads(naive_trellis, x, s, chunk_size=16, **kn)
         got = run_with_grads(chunk_trellis, x, s, chunk_size=16, **kn)
         assert max_err(got, ref) <= 1e-10, kn
@@ -314,10 +333,11 @@ def test_rest_state_bad_shapes():
 
 # --- chaining, varlen, gradcheck, long sequences ---------------------------------------------------
 
+@pytest.mark.parametrize("chunk_mode", CHUNK_MODES)
 @pytest.mark.parametrize("chunk_size,T1", [(1, 3), (1, 6), (4, 4), (4, 8)])
-def test_chaining(chunk_size, T1):
+def test_chaining(chunk_size, T1, chunk_mode):
     x, s = make(T=11)
-    kn = dict(chunk_size=chunk_size, phi="l2_silu", value_objective="decode")
+    kn = dict(chunk_size=chunk_size, phi="l2_silu", value_objective="decode", chunk_mode=chunk_mode)
     full = run_with_grads(chunk_trellis, x, s, **kn)
 
     def chained(*a, initial_state, output_final_state, **kw):
@@ -348,7 +368,8 @@ def test_varlen_matches_per_sequence(with_state):
 
 
 @pytest.mark.parametrize("knobs", [dict(), dict(phi="l2_silu", f="softmax", psi="l2_silu", value_objective="decode"),
-                                   dict(phi="silu", f="identity", psi="ln_silu")])
+                                   dict(phi="silu", f="identity", psi="ln_silu"), dict(chunk_mode="delta"),
+                                   dict(chunk_mode="delta", phi="l2_silu", value_objective="decode")])
 def test_gradcheck(knobs):
     """outer_grad='full' only: first_order is by design not the derivative of the forward."""
     x, s = make(B=1, T=5, H=1, dk=2, dv=3, m=3)
@@ -361,7 +382,7 @@ def test_gradcheck(knobs):
     assert torch.autograd.gradcheck(fn, tuple(leaves(x, s)), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("knobs,gamma_max", [(dict(), 1.0),
+@pytest.mark.parametrize("knobs,gamma_max", [(dict(), 1.0), (dict(chunk_mode="delta"), 0.05),
                                              (dict(phi="identity", f="softmax", value_objective="decode"), 0.01)])
 def test_long_sequence_float32(knobs, gamma_max):
     """4096 tokens, C=64, zero initial state, beta = 0.999 except a run of 40 tokens at 0.05 (its
@@ -403,13 +424,14 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="unknown argument"):
         chunk_trellis(*a, mode="fast")
     for name, bad in (("phi", "relu"), ("f", "tanh"), ("psi", "identity"), ("value_objective", "both"),
-                      ("outer_grad", "none")):
+                      ("outer_grad", "none"), ("chunk_mode", "exact")):
         with pytest.raises(ValueError, match=f"{name}="):
             chunk_trellis(*a, **{name: bad})
     with pytest.raises(ValueError, match="eps"):
         chunk_trellis(*a, eps=0)
-    with pytest.raises(ValueError, match="read_eps"):
-        chunk_trellis(*a, read_eps=1.0)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="read_eps must be a positive finite float"):
+            chunk_trellis(*a, read_eps=bad)
     with pytest.raises(ValueError, match="q and k"):
         chunk_trellis(a[0], a[1][..., :4], *a[2:])
     with pytest.raises(ValueError, match="alpha must share"):

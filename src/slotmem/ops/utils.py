@@ -111,13 +111,13 @@ def _scan(chunk_fn, seqs, state, anchor, offset, chunk_size, close_at_end):
 
 def check_knobs(knobs, choices: dict, floors: tuple = ("eps",)) -> None:
     """A knob dataclass's values: each knob named in ``choices`` is one of its choices, each named in
-    ``floors`` (normalisation eps) a float in (0, 1)."""
+    ``floors`` (normalisation eps) a positive finite float."""
     for name, allowed in choices.items():
         check_choice(name, getattr(knobs, name), allowed)
     for name in floors:
         value = getattr(knobs, name)
-        if not (isinstance(value, float) and 0.0 < value < 1.0):
-            raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")
+        if not (isinstance(value, float) and 0.0 < value < float("inf")):
+            raise ValueError(f"{name} must be a positive finite float, got {value!r}")
 
 
 def check_no_extra(op: str, extra: dict) -> None:

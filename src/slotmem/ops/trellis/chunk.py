@@ -26,7 +26,7 @@ from functools import partial
 import torch
 
 from ..driver import DEFAULT_CHUNK_SIZE, OpSpec, resolve_knobs, run_chunked
-from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_grad
+from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_gain, write_grad
 
 
 def chunk_trellis(q, k, v, alpha, beta, gamma, *, knobs: TrellisKnobs | None = None, initial_state=None,
@@ -82,19 +82,52 @@ def _chunk(Q, K, V, A, logb, g, start, anchor, chunk_end, kn: TrellisKnobs, rest
     first_order = kn.outer_grad == "first_order"
     Mk0g, Mv0g = (Mka.detach(), Mva.detach()) if first_order else (Mka, Mva)  # where u is taken
 
-    # pass 1: s = u(Mk0 k), e = k; read Ŷ = Mk_t q_t
-    Sk = write_grad(K @ Mk0g.transpose(-1, -2), A, kn.phi, kn.eps)
-    Yk = P * (Q @ Mk0.transpose(-1, -2)) - ((Q @ K.transpose(-1, -2)) * D) @ (g * Sk)
     if rest is not None:  # the pull toward the rest state, (1 - P_t) M̄, computed as -expm1(l_t)
         Rk, Rv = (x.to(Mk0.dtype) for x in rest)
         pulled = -torch.expm1(ell)[..., None]                          # 1 - P_t  [B, H, C, 1]
+    delta = kn.chunk_mode == "delta"
+    if delta:  # what the chunk's earlier writes change: M_{t-1} - M_anchor = P_{t-1} M_start - M_anchor (+ pull) - ...
+        ell_prev = ell - logb                                          # l_{t-1}
+        before = torch.ones(C, C, dtype=torch.bool, device=Q.device).tril(-1)  # j < t
+        Dprev = torch.exp((ell_prev[..., :, None] - ell[..., None, :]).masked_fill(~before, float("-inf")))
+        Pprev = torch.exp(ell_prev)[..., None]                         # P_{t-1}  [B, H, C, 1]
+        # first_order: u takes no gradient through the state M_{t-1} (only through w_t, alpha_t)
+        sg = torch.Tensor.detach if first_order else (lambda x: x)
+
+        def corrected(X0, W, Ms, Ma, Mrest, gain, transpose):
+            """``X_t = X0_t + gain_t (M_{t-1} - M_a) w_t`` for X0 [B, H, C, n] taken at ``Ma``, W [B, H, C, n'],
+            chunk-start state ``Ms``. The chunk's own writes make it a unit lower-triangular system,
+            ``(I + gain ⊙ ((W Wᵀ) ⊙ D_prev) diag(γ)) X = X0 + gain ⊙ known``."""
+            at = (lambda M: W @ M) if transpose else (lambda M: W @ M.transpose(-1, -2))
+            known = sg(Pprev) * at(sg(Ms)) - at(Ma)
+            if Mrest is not None:
+                known = known + sg(-torch.expm1(ell_prev)[..., None]) * at(sg(Mrest))
+            coef = (W @ sg(W).transpose(-1, -2)) * sg(Dprev) * sg(g).transpose(-1, -2)
+            rhs = X0 + gain * known
+            if not first_order:
+                return torch.linalg.solve_triangular(gain * coef, rhs, upper=False, unitriangular=True)
+            X = torch.linalg.solve_triangular((gain * coef).detach(), rhs.detach(), upper=False, unitriangular=True)
+            return rhs - gain * (coef @ X.detach())  # = X, with the earlier writes' part held constant
+
+    # pass 1: s = u(Mk0 k), e = k; read Ŷ = Mk_t q_t
+    Zk = K @ Mk0g.transpose(-1, -2)
+    Sk = write_grad(Zk, A, kn.phi, kn.eps)
+    if delta:
+        Sk = corrected(Sk, K, Mk0, Mk0g, None if rest is None else Rk, write_gain(Zk, kn.phi, kn.eps), transpose=False)
+    Yk = P * (Q @ Mk0.transpose(-1, -2)) - ((Q @ K.transpose(-1, -2)) * D) @ (g * Sk)
+    if rest is not None:
         Yk = Yk + pulled * (Q @ Rk.transpose(-1, -2))
     R = activation(Yk, kn.f, kn.read_eps)
     # pass 2: read Y = Mv_tᵀ r_t
     if kn.value_objective == "encode":
-        Sv, Ev = write_grad(V @ Mv0g.transpose(-1, -2), A, kn.phi, kn.eps), V
+        Zv = V @ Mv0g.transpose(-1, -2)
+        Sv, Ev = write_grad(Zv, A, kn.phi, kn.eps), V
+        if delta:
+            Sv = corrected(Sv, V, Mv0, Mv0g, None if rest is None else Rv, write_gain(Zv, kn.phi, kn.eps), transpose=False)
     else:
         Sv, Ev = A, A @ Mv0g - V
+        if delta:  # the decode residual is linear in the state: exact
+            Ev = corrected(Ev, A, Mv0, Mv0g, None if rest is None else Rv, 1.0, transpose=True)
     Yv = P * (R @ Mv0) - ((R @ Sv.transpose(-1, -2)) * D) @ (g * Ev)
     if rest is not None:
         Yv = Yv + pulled * (R @ Rv)

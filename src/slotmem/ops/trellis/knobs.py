@@ -17,6 +17,7 @@ FS = ("ln_silu", "l2_silu", "softmax", "identity")
 PSIS = ("none", "ln_silu", "l2_silu")
 VALUE_OBJECTIVES = ("encode", "decode")
 OUTER_GRADS = ("full", "first_order")
+CHUNK_MODES = ("stale", "delta")
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,11 @@ class TrellisKnobs:
     (ours, measured): with a small eps the first write at a zero state has gain ``~0.5/sqrt(eps)`` and
     drowns every later one (``docs/trellis.md``, "Numerical behaviour"); 0.5 keeps later writes
     readable and trained best on byte LM; with the layer defaults MQAR learns at 7 of 8 seeds at lr 1e-2 / 2400 steps (``docs/ablations.md``).
-    read_eps: the same eps for the read maps ``f`` and ``psi`` (``eps`` is the write's, in ``phi``)."""
+    read_eps: the same eps for the read maps ``f`` and ``psi`` (``eps`` is the write's, in ``phi``).
+    chunk_mode: stale (every inner gradient of a chunk at the chunk-start state) | delta (the stale
+    gradient plus its first-order change from the chunk's earlier writes, with ``J_phiᵀJ_phi`` replaced by
+    its mean eigenvalue: a gated delta rule inside the chunk, solved as one triangular system; exact for
+    ``phi = identity`` and for the ``decode`` value pass)."""
 
     phi: str = "ln_silu"
     f: str = "ln_silu"
@@ -38,10 +43,11 @@ class TrellisKnobs:
     outer_grad: str = "first_order"
     eps: float = 0.5
     read_eps: float = 0.5
+    chunk_mode: str = "stale"
 
     def __post_init__(self):
         check_knobs(self, {"phi": PHIS, "f": FS, "psi": PSIS, "value_objective": VALUE_OBJECTIVES,
-                           "outer_grad": OUTER_GRADS}, floors=("eps", "read_eps"))
+                           "outer_grad": OUTER_GRADS, "chunk_mode": CHUNK_MODES}, floors=("eps", "read_eps"))
 
 
 def _normalise(x: torch.Tensor, kind: str, eps: float):
@@ -94,6 +100,21 @@ def write_grad(z: torch.Tensor, alpha: torch.Tensor, phi: str, eps: float) -> to
         return _dsilu(z) * (F.silu(z) - alpha)
     y, sd = _normalise(F.silu(z), phi, eps)
     return _dsilu(z) * _normalise_vjp(y - alpha, y, sd, phi)
+
+
+def write_gain(z: torch.Tensor, phi: str, eps: float) -> torch.Tensor:
+    """``tr(J_phi(z)ᵀ J_phi(z)) / m`` over the last axis: z [..., m] -> [..., 1], the scalar that stands
+    for ``J_phiᵀ J_phi`` in ``chunk_mode='delta'`` (1 for identity; for ``N ∘ SiLU``,
+    ``mean(silu'(z)²)`` times the trace of ``J_Nᵀ J_N`` / m, ``J_N`` a projector over ``σ``)."""
+    if phi == "identity":
+        return torch.ones_like(z[..., :1])
+    d2 = _dsilu(z).pow(2).mean(-1, keepdim=True)
+    if phi == "silu":
+        return d2
+    m = z.shape[-1]
+    y, sd = _normalise(F.silu(z), phi, eps)
+    dropped = (1.0 / m + y.pow(2).mean(-1, keepdim=True) / m) if phi == "ln_silu" else y.pow(2).mean(-1, keepdim=True)
+    return d2 * (1.0 - dropped) / sd.pow(2)
 
 
 def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = False) -> None:

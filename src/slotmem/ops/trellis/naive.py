@@ -2,7 +2,8 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from (frozen
-Jacobian). ``chunk_size=1`` is the exact recurrence (``docs/trellis.md``, "Recurrence").
+Jacobian; ``chunk_mode='delta'`` adds ``write_gain · (M_{t-1} - M_start) w_t``, the stale gradient's
+first-order change). ``chunk_size=1`` is the exact recurrence (``docs/trellis.md``, "Recurrence").
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from ..driver import finish_naive, resolve_knobs, start_naive
 from ..utils import tree_where
-from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_grad
+from .knobs import TrellisKnobs, activation, check_inputs, check_rest_state, default_state_like, write_gain, write_grad
 
 
 def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_final_state=False, chunk_size=1,
@@ -28,6 +29,18 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
     if rest_state is not None:
         check_rest_state(rest_state, q, v, alpha)
     Rk, Rv = (0.0, 0.0) if rest_state is None else (x.to(dt) for x in rest_state)
+    first_order, delta = kn.outer_grad == "first_order", kn.chunk_mode == "delta"
+
+    def drift(anchor_M, M):
+        """``M_{t-1} - M_anchor`` for chunk_mode='delta' (no gradient through the state with first_order), else 0."""
+        return ((M.detach() if first_order else M) - anchor_M) if delta else torch.zeros_like(M)
+
+    def write(anchor_M, M, w, a):
+        """u for the write of w: J_phiᵀ(phi(z) - alpha) at z = M_anchor w (+ the delta correction)."""
+        z = torch.einsum("bhmd,bhd->bhm", anchor_M, w)
+        u = write_grad(z, a, kn.phi, kn.eps)
+        return u + write_gain(z, kn.phi, kn.eps) * torch.einsum("bhmd,bhd->bhm", drift(anchor_M, M), w) if delta else u
+
     T = q.shape[1]
     outs = []
     for t in range(T):
@@ -36,14 +49,14 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         anchor = tree_where((offset + t) % chunk_size == 0, (Mk, Mv), anchor)  # a chunk starts: anchor here
         Ak, Av = tuple(a.detach() for a in anchor) if kn.outer_grad == "first_order" else anchor
         # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
-        uk = write_grad(torch.einsum("bhmd,bhd->bhm", Ak, kt), at, kn.phi, kn.eps)
+        uk = write(Ak, Mk, kt, at)
         Mk = bt * Mk + (1 - bt) * Rk - gt * uk[..., None] * kt[..., None, :]
         r = activation(torch.einsum("bhmd,bhd->bhm", Mk, qt), kn.f, kn.read_eps)
         # pass 2: Mv <- beta Mv - gamma s e^T; read Mv^T r
         if kn.value_objective == "encode":
-            s, e = write_grad(torch.einsum("bhmd,bhd->bhm", Av, vt), at, kn.phi, kn.eps), vt
+            s, e = write(Av, Mv, vt, at), vt
         else:
-            s, e = at, torch.einsum("bhmd,bhm->bhd", Av, at) - vt
+            s, e = at, torch.einsum("bhmd,bhm->bhd", Av + drift(Av, Mv), at) - vt
         Mv = bt * Mv + (1 - bt) * Rv - gt * s[..., None] * e[..., None, :]
         outs.append(activation(torch.einsum("bhmd,bhm->bhd", Mv, r), kn.psi, kn.read_eps))
     return finish_naive(outs, v, dt, (Mk, Mv), anchor, offset, carry, chunk_size, output_final_state)
