@@ -98,6 +98,14 @@ def test_diverged_runs_are_flagged_and_excluded(tiny, tmp_path, monkeypatch):
     assert "non-finite training loss" in table
 
 
+def test_a_comparison_where_every_run_diverged_still_writes_its_table(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(C, "fit_and_score", _fake([], lambda lr, s: lr, lambda lr, s: 0.5, lambda lr, seed, label: True))
+    res = run_compare(tiny, out=tmp_path / "o", quiet=True)
+    assert all(r["metrics"] == {} and r["lr"] is None for r in res["rows"])
+    assert "all diverged" in (tmp_path / "o" / "table.md").read_text()
+    assert (tmp_path / "o" / "results.json").exists() and not list((tmp_path / "o").glob("*.png"))
+
+
 def test_a_real_nan_run_is_recorded_as_diverged(tiny, tmp_path):
     comp = load_compare_config(tiny, ["train.steps=3", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0"])
     d = C.to_dict(comp.units[0].cfg)

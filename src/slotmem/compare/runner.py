@@ -773,7 +773,10 @@ def _suptitle(fig, text: str) -> None:
 
 
 def plot_results(rows, comp: Comparison, header: dict, out_dir: Path) -> list[str]:
-    """Task plots (one line per model, a band over the seeds' min–max); returns file names."""
+    """Task plots (one line per model, a band over the seeds' min–max); returns file names (none when
+    every run diverged: there is nothing to draw, and the table says why)."""
+    if not any(r["metrics"] for r in rows):
+        return []
     import matplotlib
 
     matplotlib.use("Agg")
