@@ -30,6 +30,8 @@ CASES = [
     ("lattice", chunk_lattice, naive_lattice, lattice_case, dict(chunk_mode="linearized", objective="similarity")),
     ("trellis", chunk_trellis, naive_trellis, trellis_case, {}),
     ("trellis", chunk_trellis, naive_trellis, trellis_case, dict(value_objective="decode", phi="l2_silu", outer_grad="first_order")),
+    ("trellis", chunk_trellis, naive_trellis, trellis_case, dict(chunk_mode="delta")),
+    ("trellis", chunk_trellis, naive_trellis, trellis_case, dict(chunk_mode="delta", value_objective="decode", outer_grad="full")),
 ]
 IDS = [f"{c[0]}-{'-'.join(c[4].values()) or 'defaults'}" for c in CASES]
 

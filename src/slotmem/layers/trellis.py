@@ -41,7 +41,7 @@ class TrellisAttention(SlotMemoryMixer):
     γ u wᵀ``, so ``M_0`` stays in the memory however long the context (ours; measured in
     ``docs/ablations.md``); the two-pass Trellis op over ``m`` slots; per-head RMSNorm; output gate ``GELU(W_g x)``; output projection.
     State per head ``m·(dk+dv)`` floats. Op knobs (phi, f, psi, value_objective, outer_grad, eps,
-    read_eps) become one ``TrellisKnobs``, checked here and passed to ``chunk_trellis``.
+    read_eps, chunk_mode) become one ``TrellisKnobs``, checked here and passed to ``chunk_trellis``.
     """
 
     knobs_class = TrellisKnobs
