@@ -114,6 +114,16 @@ def test_a_real_nan_run_is_recorded_as_diverged(tiny, tmp_path):
     assert json.loads((tmp_path / "r" / "record.json").read_text())["status"] == "diverged"
 
 
+def test_a_run_whose_activations_go_nan_is_recorded_as_diverged(tiny, tmp_path):
+    """A Trellis run blown up by its lr: the op meets NaN gates inside the model (its input check raises
+    ``NonFiniteInputError``); the run is diverged at that step, not a crash of the comparison."""
+    comp = load_compare_config(tiny, ["train.steps=3", "optim.lr=1e30", "optim.grad_clip=0", "optim.warmup_steps=0",
+                                      "model.mixer=trellis", "model.mixer_kwargs={num_slots: 4, chunk_size: 4}"])
+    rec = C.run_one({"cfg": C.to_dict(comp.units[0].cfg), "run_dir": str(tmp_path / "r"), "key": "k",
+                     "val_examples": 4, "threads": 1})
+    assert rec["status"] == "diverged" and "non-finite activations in the forward pass at step" in rec["reason"]
+
+
 def test_resume_skips_finished_runs(tiny, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(C, "fit_and_score", _fake(calls, lambda lr, s: lr, lambda lr, s: 0.5))

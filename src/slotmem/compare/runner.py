@@ -423,7 +423,7 @@ def run_one(job: dict) -> dict:
     t0 = time.perf_counter()
     try:
         out = fit_and_score(cfg, job["val_examples"], quiet=job.get("quiet", True))
-    except NonFiniteError as e:
+    except FloatingPointError as e:  # NonFiniteError from training, or an op meeting NaN activations in scoring
         rec.update(status="diverged", reason=str(e).split(";")[0])
     else:
         rec.update(out)

@@ -13,6 +13,12 @@ import torch
 from ..checks import check_choice, check_positive_int
 
 
+class NonFiniteInputError(ValueError, FloatingPointError):
+    """An op input holds NaN/inf. A ``ValueError`` for a caller who passed it; a ``FloatingPointError``
+    so that a training loop can tell it from bad arguments: inside a model it means the activations
+    diverged (the trainer reports the run as diverged, naming the step)."""
+
+
 @dataclass(frozen=True)
 class ChunkCarry:
     """State of the chunked (stale-gradient) recurrence that lets a call continue mid-chunk.

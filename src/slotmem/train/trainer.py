@@ -334,7 +334,13 @@ class Trainer:
                 self.model.set_requires_gradient_sync(True)
             with self._no_sync(last):
                 with self.autocast():
-                    out = self.fwd(**batch)
+                    try:
+                        out = self.fwd(**batch)
+                    except FloatingPointError as e:  # an op met NaN/inf activations (ops.utils.NonFiniteInputError)
+                        raise NonFiniteError(
+                            f"non-finite activations in the forward pass at step {self.step + 1} "
+                            f"(lr {self.scheduler.get_last_lr()[0]:.3g}): {e}; training stopped without saving. "
+                            "Lower optim.lr, add optim.warmup_steps or set optim.grad_clip") from e
                 loss = out["loss_sum"].float() * (ws / n_targets)
                 (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             vals = torch.stack([out[k2].detach().double() for k2 in sorted(out)])

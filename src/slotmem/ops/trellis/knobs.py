@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..utils import check_gate_dtype, check_knobs, check_tensor
+from ..utils import NonFiniteInputError, check_gate_dtype, check_knobs, check_tensor
 
 PHIS = ("identity", "silu", "ln_silu", "l2_silu")
 FS = ("ln_silu", "l2_silu", "softmax", "identity")
@@ -137,7 +137,8 @@ def check_inputs(q, k, v, alpha, beta, gamma, initial_state, packed: bool = Fals
         raise TypeError(f"q, k, v, alpha must share one dtype, got {sorted(str(d) for d in dtypes)}")
     check_gate_dtype(q.dtype, beta=beta, gamma=gamma)
     if beta.numel() and not bool(((beta > 0) & (beta <= 1)).all()):
-        raise ValueError(f"beta must lie in (0, 1] (it enters as log beta), got values in "
+        error = NonFiniteInputError if bool(beta.isnan().any()) else ValueError
+        raise error(f"beta must lie in (0, 1] (it enters as log beta), got values in "
                          f"[{beta.min().item():.3g}, {beta.max().item():.3g}]{' and NaN' if beta.isnan().any() else ''}; "
                          "compute it as exp(logsigmoid(.)) in float32")
     if initial_state is None:
