@@ -171,6 +171,29 @@ def test_trellis_fixed_slot_codes_get_no_gradient_and_stay_in_the_state_dict():
         TrellisAttention(32, 2, learn_slot_codes="no")
 
 
+@pytest.mark.parametrize("chunk_mode", ["stale", "delta"])
+def test_trellis_slot_codes_from_conv_features_decode_and_chain_like_forward(chunk_mode):
+    """slot_code_source="conv": alpha reads the short-convolved features, so token-by-token decoding (the conv
+    cache) and packed sequences reproduce the forward; the codes of a token change with its neighbours."""
+    torch.manual_seed(0)
+    layer = make_layer("trellis", chunk_size=4, slot_code_source="conv", chunk_mode=chunk_mode)
+    assert layer.alpha_proj.in_features == layer.conv.hidden_size
+    x = torch.randn(2, 12, 32, dtype=torch.float64)
+    full, _, _ = layer(x)
+    decoded, _ = prefill_then_decode(layer, x)
+    assert max_err(full, decoded) < 1e-10
+    packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
+    assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
+    codes = []
+    layer.alpha_proj.register_forward_hook(lambda m, i, o: codes.append(o))
+    y = x.clone()
+    y[:, 4] += 1.0  # a neighbour of token 5 changes: its code changes with "conv", not with "input"
+    layer(x), layer(y)
+    assert max_err(codes[0][:, 5], codes[1][:, 5]) > 1e-3
+    with pytest.raises(ValueError, match="slot_code_source"):
+        TrellisAttention(32, 2, slot_code_source="qkv")
+
+
 def test_trellis_initial_state_scale_sets_the_row_norm_of_learned_m0():
     layer = make_layer("trellis", learn_initial_state=True, initial_state_scale=0.1)
     for M in (layer.initial_key_state, layer.initial_value_state):

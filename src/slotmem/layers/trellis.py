@@ -23,7 +23,9 @@ class TrellisAttention(SlotMemoryMixer):
 
     Per head: ``q, k, v = SiLU(ShortConv(W x))`` (dims ``dk = dv = head_dim``; optional L2 norm of
     q, k), slot target code ``α = W_α x ∈ R^m`` (``learn_slot_codes=False`` keeps ``W_α`` at its random
-    init: ours, against the slot codes' collapse on the MQAR plateau, ``docs/ablations.md``), forget gate
+    init; ``slot_code_source="conv"`` reads α from the short-convolved, SiLU'd q, k, v features instead of
+    ``x``, so a token's code also depends on its neighbours: both ours, against the slot codes' collapse on
+    the MQAR plateau, ``docs/ablations.md``), forget gate
     ``log β = logsigmoid(W_β x + b)`` with ``b`` drawn so β starts in ``beta_init`` (``forget_gate=False``:
     β = 1, the paper's "no forget gate" ablation), inner step γ by ``gamma_mode``:
     - ``sigmoid`` (default): ``γ = gamma_max · sigmoid(W_γ x + b)``, starting at ``min(1/head_dim,
@@ -51,7 +53,8 @@ class TrellisAttention(SlotMemoryMixer):
                  norm_eps: float = 1e-5, layer_idx: int | None = None,
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
-                 initial_state_scale: float = 1.0, learn_slot_codes: bool = True, **knobs):
+                 initial_state_scale: float = 1.0, learn_slot_codes: bool = True, slot_code_source: str = "input",
+                 **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
@@ -61,6 +64,8 @@ class TrellisAttention(SlotMemoryMixer):
         check_choice("forget_to_initial_state", forget_to_initial_state, FORGET_TO_INITIAL_STATE)
         check_bool("learn_initial_state", learn_initial_state)
         check_bool("learn_slot_codes", learn_slot_codes)
+        check_choice("slot_code_source", slot_code_source, SLOT_CODE_SOURCES)
+        self.slot_code_source = slot_code_source
         check_positive_float("initial_state_scale", initial_state_scale)
         for name, value, unset in (("forget_to_initial_state", forget_to_initial_state, "none"),
                                    ("initial_state_scale", initial_state_scale, 1.0)):  # knobs of a learned M_0
@@ -71,7 +76,8 @@ class TrellisAttention(SlotMemoryMixer):
         H, m, d = num_heads, self.num_slots, self.head_dim
         self.qkv_proj = nn.Linear(hidden_size, 3 * H * d, bias=False)
         self.conv = ShortConvolution(3 * H * d, conv_size, activation="silu")
-        self.alpha_proj = nn.Linear(hidden_size, H * m, bias=False).requires_grad_(learn_slot_codes)
+        code_in = hidden_size if slot_code_source == "input" else 3 * H * d
+        self.alpha_proj = nn.Linear(code_in, H * m, bias=False).requires_grad_(learn_slot_codes)
         self.beta_proj = nn.Linear(hidden_size, H, bias=True) if forget_gate else None  # None: beta = 1
         self.gamma_proj = nn.Linear(hidden_size, H, bias=True)
         self.g_proj = nn.Linear(hidden_size, H * d, bias=False)
@@ -107,7 +113,7 @@ class TrellisAttention(SlotMemoryMixer):
         q, k, v = (rearrange(t, "b t (h d) -> b t h d", h=H) for t in y.chunk(3, dim=-1))
         if self.qk_l2norm:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-        alpha = rearrange(self.alpha_proj(x), "b t (h m) -> b t h m", h=H)
+        alpha = rearrange(self.alpha_proj(x if self.slot_code_source == "input" else y), "b t (h m) -> b t h m", h=H)
         # gates in float32 (autocast off); log beta = logsigmoid(.), floored at float32's smallest normal
         # number so that log beta stays finite (beta = 1e-38 and beta = 0 both forget everything)
         if self.beta_proj is None:  # no forget gate (the paper's ablation row): plain online GD, beta = 1
@@ -139,6 +145,7 @@ class TrellisAttention(SlotMemoryMixer):
 
 
 GAMMA_MODES = ("softplus", "sigmoid", "key_normalized")
+SLOT_CODE_SOURCES = ("input", "conv")
 FORGET_TO_INITIAL_STATE = ("none", "key", "value", "both")
 
 
