@@ -2,7 +2,7 @@
 
 With ``chunk_size=C > 1`` the same loop simulates, token by token, the chunk-parallel
 approximation: every inner gradient is taken at the state the chunk started from (frozen
-Jacobian; ``chunk_mode='delta'`` adds ``write_gain · (M_{t-1} - M_start) w_t``, the stale gradient's
+Jacobian; ``chunk_mode='delta'`` adds ``write_gain · (M_{t-1} - M_anchor) w_t``, the stale gradient's
 first-order change). ``chunk_size=1`` is the exact recurrence (``docs/trellis.md``, "Recurrence").
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ def naive_trellis(q, k, v, alpha, beta, gamma, *, initial_state=None, output_fin
         qt, kt, vt, at = (x[:, t].to(dt) for x in (q, k, v, alpha))
         bt, gt = (x[:, t].to(dt)[..., None, None] for x in (beta, gamma))
         anchor = tree_where((offset + t) % chunk_size == 0, (Mk, Mv), anchor)  # a chunk starts: anchor here
-        Ak, Av = tuple(a.detach() for a in anchor) if kn.outer_grad == "first_order" else anchor
+        Ak, Av = tuple(a.detach() for a in anchor) if first_order else anchor
         # pass 1: Mk <- beta Mk - gamma u k^T, u = J_phi^T (phi(Mk k) - alpha); read Mk q
         uk = write(Ak, Mk, kt, at)
         Mk = bt * Mk + (1 - bt) * Rk - gt * uk[..., None] * kt[..., None, :]
