@@ -146,6 +146,17 @@ def test_trellis_without_forget_gate_is_beta_one():
     assert max_err(plain(x)[0], gated(x)[0]) == 0
 
 
+def decode_and_packing_match_forward(layer, x):
+    """Asserts that prefill + token-by-token decode and the two rows packed into one sequence reproduce
+    the forward of x [2, 12, hidden]; returns that forward."""
+    full, _, _ = layer(x)
+    decoded, _ = prefill_then_decode(layer, x)
+    assert max_err(full, decoded) < 1e-10
+    packed, _, _ = layer(x.reshape(1, 24, x.shape[-1]), cu_seqlens=torch.tensor([0, 12, 24]))
+    assert max_err(packed.reshape(2, 12, x.shape[-1]), full) < 1e-10
+    return full
+
+
 @pytest.mark.parametrize("C,memories", [(1, "both"), (4, "both"), (4, "key"), (4, "value")])
 def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C, memories):
     """The rest state (M_0) is passed on every call: token-by-token decode and packed sequences
@@ -153,11 +164,7 @@ def test_trellis_forget_to_initial_state_decodes_and_packs_like_forward(C, memor
     torch.manual_seed(0)
     layer = make_layer("trellis", chunk_size=C, learn_initial_state=True, forget_to_initial_state=memories)
     x = torch.randn(2, 12, 32, dtype=torch.float64)
-    full, _, _ = layer(x)
-    decoded, _ = prefill_then_decode(layer, x)
-    assert max_err(full, decoded) < 1e-10
-    packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
-    assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
+    full = decode_and_packing_match_forward(layer, x)
     layer.forget_to_initial_state = "none"
     assert max_err(layer(x)[0], full) > 1e-3
 
@@ -179,11 +186,7 @@ def test_trellis_slot_codes_from_conv_features_decode_and_chain_like_forward(chu
     layer = make_layer("trellis", chunk_size=4, slot_code_source="conv", chunk_mode=chunk_mode)
     assert layer.alpha_proj.in_features == layer.conv.hidden_size
     x = torch.randn(2, 12, 32, dtype=torch.float64)
-    full, _, _ = layer(x)
-    decoded, _ = prefill_then_decode(layer, x)
-    assert max_err(full, decoded) < 1e-10
-    packed, _, _ = layer(x.reshape(1, 24, 32), cu_seqlens=torch.tensor([0, 12, 24]))
-    assert max_err(packed.reshape(2, 12, 32), full) < 1e-10
+    decode_and_packing_match_forward(layer, x)
     codes = []
     layer.alpha_proj.register_forward_hook(lambda m, i, o: codes.append(o))
     y = x.clone()
