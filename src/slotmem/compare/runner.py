@@ -58,7 +58,7 @@ from pathlib import Path
 
 from ..configs import builtin_path
 from ..train.config import Config, apply_overrides, config_from_dict, model_identity, read_yaml, to_dict
-from ..train.errors import ConfigError, NonFiniteError
+from ..train.errors import ConfigError
 
 DEFAULT_CONFIG = builtin_path("compare_mqar")
 DEFAULT_PRESET = "quick"
