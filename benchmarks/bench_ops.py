@@ -7,13 +7,12 @@ Example (the figures in docs/ come from this):
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.ops.lattice import chunk_lattice, naive_lattice
 
@@ -113,17 +112,13 @@ def main(argv=None):
         r["speedup_vs_naive_fwd_bwd"] = ref["fwd_bwd_ms"] / r["fwd_bwd_ms"] if ref else None
     meta = dict(device=args.device, cpu=platform.processor() or platform.machine(), threads=torch.get_num_threads(),
                 torch=torch.__version__, B=args.B, H=args.H, m=args.m, d=args.d, dtype="float32")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
     lines = [f"device={meta['device']} threads={meta['threads']} torch={meta['torch']} B={args.B} H={args.H} m={args.m} d={args.d} fp32", "",
              "| op | impl | T | fwd ms | fwd+bwd ms | fwd+bwd speed-up vs naive |", "|---|---|---|---|---|---|"]
     for r in rows:
         sp = f"{r['speedup_vs_naive_fwd_bwd']:.1f}×" if r["speedup_vs_naive_fwd_bwd"] else "–"
         lines.append(f"| {r['op']} | {r['impl']} | {r['T']} | {r['fwd_ms']:.1f} | {r['fwd_bwd_ms']:.1f} | {sp} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"\nwrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
+    save_report(args.out, "\n".join(lines), dict(meta=meta, rows=rows))
 
 
 if __name__ == "__main__":

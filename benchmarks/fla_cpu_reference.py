@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import platform
 import warnings
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 from bench_ops import time_call  # the sibling script's best-of-N timer (fwd, or fwd + backward of sum(o))
 
 from slotmem.layers import fla_ops
@@ -62,10 +61,7 @@ def main(argv=None):
               f"{r['ratio']:.2f} |" for r in rows]
     text = "\n".join(lines)
     print(text)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(dict(args=vars(a), torch=torch.__version__, rows=rows), indent=1))
+    save_report(a.out, text, dict(args=vars(a), torch=torch.__version__, rows=rows))
 
 
 if __name__ == "__main__":

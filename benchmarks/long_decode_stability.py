@@ -8,12 +8,11 @@ without renormalisation; Trellis: ‖Mk‖, ‖Mv‖). Prints a table; writes Ma
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
-from pathlib import Path
 
 import torch
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.layers import LatticeAttention, TrellisAttention
 from slotmem.modules import RecurrentCache
@@ -60,12 +59,9 @@ def main():
                       + ["| " + " | ".join(f"{r[k]:.4g}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in keys) + " |"
                          for r in rows])
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(dict(args=vars(args), rows=rows), indent=1))
-    out.with_suffix(".md").write_text(f"Token-by-token decode, float32 state, layer defaults (hidden {args.hidden}, "
-                                      f"{args.heads} heads), random inputs.\n\n`python benchmarks/long_decode_stability.py "
-                                      f"{' '.join(sys.argv[1:])}`\n\n{table}\n")
+    save_report(args.out, f"Token-by-token decode, float32 state, layer defaults (hidden {args.hidden}, "
+                          f"{args.heads} heads), random inputs.\n\n`python benchmarks/long_decode_stability.py "
+                          f"{' '.join(sys.argv[1:])}`\n\n{table}", dict(args=vars(args), rows=rows))
 
 
 if __name__ == "__main__":

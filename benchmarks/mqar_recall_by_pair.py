@@ -15,10 +15,10 @@ same at every chunk size, one that exploits the chunk form does not.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.data.mqar import IGNORE_INDEX, MQARConfig, generate_mqar
 from slotmem.layers.slot_memory import SlotMemoryMixer
@@ -73,9 +73,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(dict(vars(args), models=args.models, out=str(args.out), rows=rows), indent=1))
+        save_report(args.out, text, dict(vars(args), models=args.models, out=str(args.out), rows=rows))
 
 
 if __name__ == "__main__":

@@ -10,11 +10,10 @@ delta (``docs/trellis.md``, "chunk_mode='delta'").
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from pathlib import Path
 
 import torch
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.ops.trellis import chunk_trellis, naive_trellis
 
@@ -66,10 +65,7 @@ def main(argv=None):
                      f"{r['delta'] / r['stale']:.2f} |")
     text = "\n".join(lines)
     print(text)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    save_report(a.out, text, rows)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ that reaches the layer's input, token by token, for a TrellisAttention layer at 
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import torch
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.layers import TrellisAttention
 
@@ -57,13 +56,11 @@ def main():
         lines.append(f"| {name} | {g[0]:.3g} | {g[1]:.3g} | {g[2]:.3g} | {rest:.3g} | {g.max().item() / rest:.3g} |")
     table = "\n".join(lines)
     print(table)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = dict(vars(args), knobs=PAPER, variants=VARIANTS)
-    out.with_suffix(".json").write_text(json.dumps(dict(meta=meta, grad_norm_per_position=results), indent=1))
-    out.with_suffix(".md").write_text(f"Trellis input-gradient norm per position at init ({PAPER}, C=1, "
-                                      f"T={args.T}, hidden={args.hidden}, m={args.slots}, median of {args.seeds} seeds)\n\n"
-                                      f"`python benchmarks/trellis_conditioning.py`\n\n{table}\n")
+    save_report(args.out, f"Trellis input-gradient norm per position at init ({PAPER}, C=1, "
+                          f"T={args.T}, hidden={args.hidden}, m={args.slots}, median of {args.seeds} seeds)\n\n"
+                          f"`python benchmarks/trellis_conditioning.py`\n\n{table}",
+                dict(meta=meta, grad_norm_per_position=results))
 
 
 if __name__ == "__main__":

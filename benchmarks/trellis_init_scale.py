@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import warnings
-from pathlib import Path
 
 import torch
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.compare.runner import load_compare_config
 from slotmem.configs import builtin_path
@@ -70,10 +69,7 @@ def main(argv=None):
         lines.append(f"| {r['variant']} | {r['seed']} | {r['rms'][0]:.2e} | {r['rms'][1]:.2e} | {r['grad_qkv']:.3f} | {ga} |")
     text = "\n".join(lines)
     print(text)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text + "\n")
-    out.with_suffix(".json").write_text(json.dumps(rows, indent=1))
+    save_report(a.out, text, rows)
 
 
 if __name__ == "__main__":

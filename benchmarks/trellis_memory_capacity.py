@@ -15,11 +15,11 @@ drowned by it.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import save_report  # benchmarks/_report.py: OUT.md + OUT.json
 
 from slotmem.ops import chunk_trellis
 
@@ -76,9 +76,8 @@ def main(argv=None) -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.with_suffix(".md").write_text(f"`python benchmarks/trellis_memory_capacity.py --out {args.out}`\n\n" + text + "\n")
-        args.out.with_suffix(".json").write_text(json.dumps(dict(args=dict(vars(args), out=str(args.out)), rows=rows), indent=1))
+        save_report(args.out, f"`python benchmarks/trellis_memory_capacity.py --out {args.out}`\n\n" + text,
+                    dict(args=dict(vars(args), out=str(args.out)), rows=rows))
 
 
 if __name__ == "__main__":
