@@ -144,6 +144,19 @@ def test_resume_skips_finished_runs(tiny, tmp_path, monkeypatch):
     assert "slotmem compare" in (tmp_path / "o" / "command.txt").read_text()
 
 
+def test_mqar_table_counts_the_seeds_that_learned(tiny, tmp_path, monkeypatch):
+    """'learned' = seed runs whose every in-distribution slice reaches 0.9; extrapolation slices and
+    diverged runs do not count."""
+    acc = {0: 0.95, 1: 0.5, 2: 0.9}  # T16/kv2 (in-dist) = acc, T32/kv4 (extrap) = acc / 2 < 0.9
+    diverge = lambda lr, seed, label: label == "B" and seed == 2  # noqa: E731
+    monkeypatch.setattr(C, "fit_and_score", _fake([], lambda lr, s: lr, lambda lr, s: acc[s], diverge))
+    a, b = run_compare(tiny, out=tmp_path / "o", quiet=True)["rows"]
+    assert (a["n_learned"], a["n_ok"]) == (2, 3) and (b["n_learned"], b["n_ok"]) == (1, 2)
+    table = (tmp_path / "o" / "table.md").read_text()
+    assert "| learned |" in table and "| 2 / 3 |" in table and "| 1 / 2 |" in table
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["rows"][0]["n_learned"] == 2
+
+
 def test_in_distribution_and_extrapolation_columns(tiny):
     comp = load_compare_config(DEFAULT_CONFIG)
     assert C.in_distribution(comp.units[0].cfg) == [True, True, False, True, False, False]
