@@ -291,15 +291,24 @@ def in_distribution(cfg: Config) -> list[bool]:
     return [(s.seq_len, s.num_kv_pairs) in seen for s in cfg.mqar.test]
 
 
+def slice_name(s) -> str:
+    """An MQAR test slice's column name, ``T{seq_len}/kv{num_kv_pairs}``."""
+    return f"T{s.seq_len}/kv{s.num_kv_pairs}"
+
+
+def in_distribution_slices(cfg: Config) -> list[str]:
+    """The column names of the MQAR test slices whose (seq_len, num_kv_pairs) appears in training."""
+    return [slice_name(s) for s, f in zip(cfg.mqar.test, in_distribution(cfg)) if f]
+
+
 LEARNED_AT = 0.9  # MQAR: a run "learned" when every in-distribution slice reaches this accuracy (issue 10's bar)
 
 
-def learned_mqar(cfg: Config, test: dict) -> bool | None:
-    """Whether an MQAR run's every in-distribution test slice reaches ``LEARNED_AT`` (None: no such slice).
-    Seed outcomes on MQAR are bimodal (a run learns or stays on the plateau), so the count of runs that
-    learned says what a mean cannot."""
-    names = [f"T{s.seq_len}/kv{s.num_kv_pairs}" for s, f in zip(cfg.mqar.test, in_distribution(cfg)) if f]
-    return all(test[n] >= LEARNED_AT for n in names) if names else None
+def learned_mqar(cfg: Config, test: dict) -> bool:
+    """Whether an MQAR run's every in-distribution test slice reaches ``LEARNED_AT``. Seed outcomes on
+    MQAR are bimodal (a run learns or stays on the plateau), so the count of runs that learned says what
+    a mean cannot."""
+    return all(test[n] >= LEARNED_AT for n in in_distribution_slices(cfg))
 
 
 def _finite(x) -> bool:
@@ -357,7 +366,7 @@ def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     t = res["final"]["test"]
     test = {}
     for s in q.test:
-        test[f"T{s.seq_len}/kv{s.num_kv_pairs}"] = t[f"acc_T{s.seq_len}_kv{s.num_kv_pairs}"]
+        test[slice_name(s)] = t[f"acc_T{s.seq_len}_kv{s.num_kv_pairs}"]
     _add_in_dist_extrap(test, list(test.values()), flags)
     test["loss"] = t["loss"]
     return val, test
@@ -650,8 +659,8 @@ def aggregate(state: list[dict], comp: Comparison) -> list[dict]:
             "state_grows": u.cfg.model.mixer == "attention" or bool(u.cfg.model.attn_layers),
             "train_time_s": summarize([r["train_time_s"] for r in ok])["mean"],
             "metrics": {k: summarize(v) for k, v in metrics.items()},
-            "n_learned": (sum(bool(learned_mqar(u.cfg, r["test"])) for r in ok)
-                          if comp.task == "mqar" and any(in_distribution(u.cfg)) else None),
+            "n_learned": (sum(learned_mqar(u.cfg, r["test"]) for r in ok)
+                          if comp.task == "mqar" and in_distribution_slices(u.cfg) else None),
             "runs": [{"seed": r["seed"], "lr": r["lr"], "status": r["status"], **({"test": r["test"]} if r["status"] == "ok" else {})}
                      for r in recs],
         })
@@ -897,8 +906,7 @@ def _header(comp: Comparison) -> dict:
         tr = ", ".join(f"({s.seq_len},{s.num_kv_pairs})x{s.num_examples}" for s in c0.mqar.train)
         h["title"] = f"{comp.name}: {width}, vocab {c0.mqar.vocab_size}; train {tr}; {run}; {proto}"
         h["state_len"] = max(s.seq_len for s in c0.mqar.test)
-        flags = in_distribution(c0)
-        ind = [f"T{s.seq_len}/kv{s.num_kv_pairs}" for s, f in zip(c0.mqar.test, flags) if f]
+        ind = in_distribution_slices(c0)
         h["metric_note"] = (
             f"MQAR test accuracy (Zoology: per example, fraction of queries answered; held-out test stream, "
             f"{' or '.join(sorted({str(s.num_examples) for s in c0.mqar.test}, key=int))} examples per slice; chance ~ "
