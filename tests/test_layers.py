@@ -197,6 +197,49 @@ def test_trellis_slot_codes_from_conv_features_decode_and_chain_like_forward(chu
         TrellisAttention(32, 2, slot_code_source="qkv")
 
 
+def test_slot_code_overlap_is_the_mean_squared_cosine_between_tokens():
+    """Against the brute-force T x T cosines of slot-centred codes (float64); packed sequences give the
+    mean over sequences; identical codes give 1, a code constant over the slots counts as 0."""
+    from slotmem.layers.trellis import slot_code_overlap
+
+    torch.manual_seed(0)
+    a = torch.randn(2, 7, 3, 5, dtype=torch.float64)
+    c = a - a.mean(-1, keepdim=True)
+    c = c / c.norm(dim=-1, keepdim=True)
+    cos2 = torch.einsum("bthm,bshm->bhts", c, c).square()
+    off = (cos2.sum((-1, -2)) - cos2.diagonal(dim1=-2, dim2=-1).sum(-1)) / (7 * 6)
+    assert max_err(slot_code_overlap(a), off.mean()) < 1e-12
+    packed = slot_code_overlap(a.reshape(1, 14, 3, 5), torch.tensor([0, 7, 14]))
+    assert max_err(packed, off.mean()) < 1e-12
+    same = a[:, :1].expand(2, 7, 3, 5)
+    assert max_err(slot_code_overlap(same), torch.tensor(1.0, dtype=torch.float64)) < 1e-12
+    assert slot_code_overlap(torch.ones(1, 4, 1, 5)) == 0
+
+
+def test_trellis_slot_code_decorrelation_sets_an_auxiliary_loss_in_training_only():
+    from slotmem.layers import take_auxiliary_loss
+    from slotmem.layers.trellis import slot_code_overlap
+
+    torch.manual_seed(0)
+    layer = make_layer("trellis", slot_code_decorrelation=0.5)
+    x = torch.randn(2, 9, 32, dtype=torch.float64)
+    layer(x)
+    alpha = layer.alpha_proj(x).reshape(2, 9, 2, 8)
+    assert max_err(layer.aux_loss, 0.5 * slot_code_overlap(alpha)) < 1e-12
+    aux = take_auxiliary_loss(layer)
+    aux.backward()  # the regulariser trains the slot codes
+    assert layer.alpha_proj.weight.grad.abs().sum() > 0 and layer.aux_loss is None and take_auxiliary_loss(layer) is None
+    layer.eval()
+    layer(x)
+    assert layer.aux_loss is None
+    plain = make_layer("trellis")  # weight 0 (the default): no regulariser
+    plain(x)
+    assert plain.training and plain.aux_loss is None
+    for bad in (-1.0, float("nan"), "1", True):
+        with pytest.raises(ValueError, match="slot_code_decorrelation"):
+            TrellisAttention(32, 2, slot_code_decorrelation=bad)
+
+
 def test_trellis_initial_state_scale_sets_the_row_norm_of_learned_m0():
     layer = make_layer("trellis", learn_initial_state=True, initial_state_scale=0.1)
     for M in (layer.initial_key_state, layer.initial_value_state):

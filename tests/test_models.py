@@ -587,3 +587,30 @@ def test_readme_snippet(tmp_path, monkeypatch):
     model, loss, out, LatticeForCausalLM = scope["model"], scope["loss"], scope["out"], scope["LatticeForCausalLM"]
     assert type(model) is LatticeForCausalLM and torch.isfinite(loss)
     assert out.shape[0] == 1 and 5 < out.shape[1] <= 25
+
+
+def test_trellis_slot_code_decorrelation_is_added_to_the_training_loss_only():
+    """The causal-LM loss and the trainer's objective add each layer's weighted slot-code overlap in
+    training mode (the objective as a per-target mean times the target count); eval losses are plain CE."""
+    from slotmem.eval.objectives import TokenObjective
+    from slotmem.layers.trellis import slot_code_overlap
+
+    torch.manual_seed(0)
+    kw = dict(tiny_mixer_kwargs("trellis", 4), slot_code_decorrelation=2.0)
+    model = model_for_causal_lm(tiny_config("trellis", 4, mixer_kwargs=kw)).double()
+    codes = []
+    for layer in model.modules():
+        if hasattr(layer, "alpha_proj"):
+            layer.alpha_proj.register_forward_hook(lambda m, i, o: codes.append(o))
+    ids = torch.randint(0, VOCAB, (2, 12))
+    ce = model.eval()(ids, labels=ids).loss
+    codes.clear()
+    loss = model.train()(ids, labels=ids).loss
+    aux = sum(2.0 * slot_code_overlap(c.reshape(2, 12, HEADS, -1)) for c in codes)
+    assert len(codes) == LAYERS and (loss - ce - aux).abs() < 1e-10 and aux > 0
+    labels = ids.clone()
+    labels[:, :6] = -100
+    objective = TokenObjective(model)
+    plain = objective.eval()(ids, labels)["loss_sum"]
+    out = objective.train()(ids, labels)
+    assert (out["loss_sum"] - plain - aux * out["count"]).abs() < 1e-9

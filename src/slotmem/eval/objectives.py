@@ -2,7 +2,9 @@
 
 The trainer differentiates them and the evaluators add them up; sums (not means) reduce exactly
 across processes and micro-batches. ``TokenObjective`` serves MQAR and language modelling,
-``ForecastObjective`` forecasting.
+``ForecastObjective`` forecasting. In training mode both add the token mixers' regularisers
+(``take_auxiliary_loss``, a per-target mean) as ``aux · count``, so the trainer's per-target mean carries
+them once; in eval mode the mixers set none and the sums are the plain losses.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data import IGNORE_INDEX
+from ..layers import take_auxiliary_loss
 
 
 class TokenObjective(nn.Module):
@@ -41,6 +44,7 @@ class TokenObjective(nn.Module):
         tgt = labels[mask]
         loss_sum = F.cross_entropy(logits, tgt, reduction="sum")
         hits = logits.argmax(-1) == tgt
+        loss_sum = _add_auxiliary(loss_sum, self.net, mask.sum())
         out = {"loss_sum": loss_sum, "count": mask.sum(), "hits": hits.sum()}
         if per_example:
             rows = mask.nonzero()[:, 0]
@@ -58,8 +62,14 @@ class ForecastObjective(nn.Module):
 
     def forward(self, x, y):
         err = self.net(x).float() - y.float()
-        return {"loss_sum": err.square().sum(), "count": torch.tensor(err.numel(), device=err.device),
+        return {"loss_sum": _add_auxiliary(err.square().sum(), self.net, err.numel()), "count": torch.tensor(err.numel(), device=err.device),
                 "abs_sum": err.abs().sum()}
+
+
+def _add_auxiliary(loss_sum: torch.Tensor, net: nn.Module, count) -> torch.Tensor:
+    """``loss_sum + aux · count`` when the mixers of ``net`` set a regulariser in this forward."""
+    aux = take_auxiliary_loss(net)
+    return loss_sum if aux is None else loss_sum + aux * count
 
 
 def as_token_objective(model: nn.Module) -> nn.Module:

@@ -14,6 +14,9 @@ class RecurrentMixer(nn.Module):
     batched inputs ``x [B', T', hidden]``, where ``state`` is the cached dict or None."""
 
     layer_idx: int | None
+    #: a training regulariser (a weighted scalar) the last forward computed, or None; the objectives and the
+    #: causal-LM loss add it to the loss and clear it (``take_auxiliary_loss``)
+    aux_loss: torch.Tensor | None = None
 
     def forward(self, hidden_states, attention_mask=None, past_key_values=None, use_cache=False, cu_seqlens=None, **kwargs):
         """hidden_states [B, T, hidden]; attention_mask [B, T] or [B, T_past + T] (1 = token, 0 = pad).
@@ -47,6 +50,17 @@ class RecurrentMixer(nn.Module):
 
     def _mix(self, x, state, cu_seqlens, use_cache):
         raise NotImplementedError
+
+
+def take_auxiliary_loss(net: nn.Module) -> torch.Tensor | None:
+    """The sum of the ``aux_loss`` the token mixers of ``net`` set in their last forward (None if none did);
+    each is cleared, so a later forward that sets none adds nothing and no graph is kept alive."""
+    total = None
+    for mod in net.modules():
+        if isinstance(mod, RecurrentMixer) and mod.aux_loss is not None:
+            total = mod.aux_loss if total is None else total + mod.aux_loss
+            mod.aux_loss = None
+    return total
 
 
 def num_sequences(x: torch.Tensor, cu_seqlens) -> int:

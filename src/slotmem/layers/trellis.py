@@ -54,7 +54,7 @@ class TrellisAttention(SlotMemoryMixer):
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
                  initial_state_scale: float = 1.0, learn_slot_codes: bool = True, slot_code_source: str = "input",
-                 **knobs):
+                 slot_code_decorrelation: float = 0.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
@@ -66,6 +66,10 @@ class TrellisAttention(SlotMemoryMixer):
         check_bool("learn_slot_codes", learn_slot_codes)
         check_choice("slot_code_source", slot_code_source, SLOT_CODE_SOURCES)
         self.slot_code_source = slot_code_source
+        if not (isinstance(slot_code_decorrelation, (int, float)) and not isinstance(slot_code_decorrelation, bool)
+                and math.isfinite(slot_code_decorrelation) and slot_code_decorrelation >= 0):
+            raise ValueError(f"slot_code_decorrelation must be a finite float >= 0, got {slot_code_decorrelation!r}")
+        self.slot_code_decorrelation = float(slot_code_decorrelation)
         check_positive_float("initial_state_scale", initial_state_scale)
         for name, value, unset in (("forget_to_initial_state", forget_to_initial_state, "none"),
                                    ("initial_state_scale", initial_state_scale, 1.0)):  # knobs of a learned M_0
@@ -114,6 +118,8 @@ class TrellisAttention(SlotMemoryMixer):
         if self.qk_l2norm:
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         alpha = rearrange(self.alpha_proj(x if self.slot_code_source == "input" else y), "b t (h m) -> b t h m", h=H)
+        self.aux_loss = (self.slot_code_decorrelation * slot_code_overlap(alpha, cu_seqlens)
+                         if self.training and self.slot_code_decorrelation > 0 else None)
         # gates in float32 (autocast off); log beta = logsigmoid(.), floored at float32's smallest normal
         # number so that log beta stays finite (beta = 1e-38 and beta = 0 both forget everything)
         if self.beta_proj is None:  # no forget gate (the paper's ablation row): plain online GD, beta = 1
@@ -154,3 +160,25 @@ def _check_beta_init(beta_init):
             or not all(isinstance(b, float) and 0.0 < b < 1.0 for b in beta_init) or beta_init[0] > beta_init[1]):
         raise ValueError(f"beta_init must be (low, high) with 0 < low <= high < 1, got {beta_init!r}")
     return beta_init
+
+
+def slot_code_overlap(alpha: torch.Tensor, cu_seqlens: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared cosine between the slot codes of different tokens of a sequence: alpha [B, T, H, m]
+    (packed: B = 1 with ``cu_seqlens``) -> a scalar, averaged over sequences and heads.
+
+    Codes are centred over the slots first (``ln_silu`` targets cannot reach a code's mean). About 1/m
+    for random codes, 1 when every token has the same code — the collapse of the MQAR plateau
+    (``docs/ablations.md``). The Gram matrix over the slot axis gives the sum over all token pairs,
+    ``‖Σ_t c_t c_tᵀ‖²_F = Σ_{t,s} (c_t·c_s)²``, at O(T m²) cost instead of O(T² m)."""
+    c = alpha.to(torch.promote_types(alpha.dtype, torch.float32))
+    c = F.normalize(c - c.mean(-1, keepdim=True), dim=-1)
+    bounds = [0, c.shape[1]] if cu_seqlens is None else cu_seqlens.tolist()
+    terms = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        seq, T = c[:, a:b], b - a
+        if T < 2:
+            continue
+        gram = torch.einsum("bthm,bthn->bhmn", seq, seq)
+        self_pairs = seq.square().sum(-1).square().sum(1)  # the t = s terms: 1 per token (0 for a constant code)
+        terms.append(((gram.square().sum((-1, -2)) - self_pairs) / (T * (T - 1))).reshape(-1))
+    return torch.cat(terms).mean() if terms else c.new_zeros(())

@@ -32,7 +32,7 @@ from transformers import initialization as _init  # init functions that skip alr
 from transformers.modeling_layers import GradientCheckpointingLayer as _BlockBase
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
-from ..layers import build_mixer
+from ..layers import build_mixer, take_auxiliary_loss
 from ..modules import RecurrentCache, SwiGLU
 from .manifest import verify_manifest
 from .configuration_slotmem import LatticeConfig, SlotMemConfig, TrellisConfig
@@ -302,6 +302,10 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
             if logits.shape[1] != hidden_states.shape[1]:
                 raise ValueError("labels need the logits of every position: leave logits_to_keep=0")
             loss = causal_lm_loss(logits, labels, cu_seqlens=cu_seqlens, num_items_in_batch=num_items)
+            aux = take_auxiliary_loss(self.model)  # mixers' training regularisers (none in eval mode)
+            if aux is not None:  # a per-target mean; under num_items_in_batch, weighted by this batch's share
+                share = 1.0 if num_items is None else (labels[:, 1:] != -100).sum() / num_items
+                loss = loss + aux * share
         if not return_dict:
             rest = tuple(v for v in (cache, out.hidden_states) if v is not None)
             return ((loss,) if loss is not None else ()) + (logits,) + rest
