@@ -25,7 +25,11 @@ class TrellisAttention(SlotMemoryMixer):
     q, k), slot target code ``α = W_α x ∈ R^m`` (``learn_slot_codes=False`` keeps ``W_α`` at its random
     init; ``slot_code_source="conv"`` reads α from the short-convolved, SiLU'd q, k, v features instead of
     ``x``, so a token's code also depends on its neighbours: both ours, against the slot codes' collapse on
-    the MQAR plateau, ``docs/ablations.md``), forget gate
+    the MQAR plateau, ``docs/ablations.md``); in training, ``slot_code_decorrelation`` (default 1, ours; 0 = off)
+    times the mean squared cosine between the slot codes of a sequence's tokens (``slot_code_overlap``) is set
+    as ``aux_loss``, which the causal-LM loss and the trainer's objectives add: it keeps the codes from
+    collapsing to one direction, the failure of every Trellis run that stayed on the MQAR plateau
+    (``docs/ablations.md``, ninth session); forget gate
     ``log β = logsigmoid(W_β x + b)`` with ``b`` drawn so β starts in ``beta_init`` (``forget_gate=False``:
     β = 1, the paper's "no forget gate" ablation), inner step γ by ``gamma_mode``:
     - ``sigmoid`` (default): ``γ = gamma_max · sigmoid(W_γ x + b)``, starting at ``min(1/head_dim,
@@ -54,7 +58,7 @@ class TrellisAttention(SlotMemoryMixer):
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
                  initial_state_scale: float = 1.0, learn_slot_codes: bool = True, slot_code_source: str = "input",
-                 slot_code_decorrelation: float = 0.0, **knobs):
+                 slot_code_decorrelation: float = 1.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
