@@ -614,3 +614,13 @@ def test_trellis_slot_code_decorrelation_is_added_to_the_training_loss_only():
     plain = objective.eval()(ids, labels)["loss_sum"]
     out = objective.train()(ids, labels)
     assert (out["loss_sum"] - plain - aux * out["count"]).abs() < 1e-9
+    from slotmem.eval.objectives import ForecastObjective
+    from slotmem.models.forecasting import ForecastModel
+
+    forecast = ForecastObjective(ForecastModel(model.model, HIDDEN, 2, 2, lookback=12, horizon=3)).double()
+    x, y = torch.randn(2, 12, 2, dtype=torch.float64), torch.randn(2, 3, 2, dtype=torch.float64)
+    plain = forecast.eval()(x, y)["loss_sum"]
+    codes.clear()
+    out = forecast.train()(x, y)
+    aux = sum(2.0 * slot_code_overlap(c.reshape(2, 12, HEADS, -1)) for c in codes)
+    assert len(codes) == LAYERS and out["count"] == 12 and (out["loss_sum"] - plain - aux * 12).abs() < 1e-9

@@ -62,8 +62,8 @@ class ForecastObjective(nn.Module):
 
     def forward(self, x, y):
         err = self.net(x).float() - y.float()
-        return {"loss_sum": _add_auxiliary(err.square().sum(), self.net, err.numel()), "count": torch.tensor(err.numel(), device=err.device),
-                "abs_sum": err.abs().sum()}
+        loss_sum = _add_auxiliary(err.square().sum(), self.net, err.numel())
+        return {"loss_sum": loss_sum, "count": torch.tensor(err.numel(), device=err.device), "abs_sum": err.abs().sum()}
 
 
 def _add_auxiliary(loss_sum: torch.Tensor, net: nn.Module, count) -> torch.Tensor:
