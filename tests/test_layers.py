@@ -232,9 +232,10 @@ def test_trellis_slot_code_decorrelation_sets_an_auxiliary_loss_in_training_only
     layer.eval()
     layer(x)
     assert layer.aux_loss is None
-    plain = make_layer("trellis")  # weight 0 (the default): no regulariser
+    plain = make_layer("trellis", slot_code_decorrelation=0.0)  # off: no regulariser
     plain(x)
     assert plain.training and plain.aux_loss is None
+    assert make_layer("trellis").slot_code_decorrelation > 0  # on by default
     for bad in (-1.0, float("nan"), "1", True):
         with pytest.raises(ValueError, match="slot_code_decorrelation"):
             TrellisAttention(32, 2, slot_code_decorrelation=bad)
