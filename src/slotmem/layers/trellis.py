@@ -25,7 +25,7 @@ class TrellisAttention(SlotMemoryMixer):
     q, k), slot target code ``α = W_α x ∈ R^m`` (``learn_slot_codes=False`` keeps ``W_α`` at its random
     init; ``slot_code_source="conv"`` reads α from the short-convolved, SiLU'd q, k, v features instead of
     ``x``, so a token's code also depends on its neighbours: both ours, against the slot codes' collapse on
-    the MQAR plateau, ``docs/ablations.md``); in training, ``slot_code_decorrelation`` (default 1, ours; 0 = off)
+    the MQAR plateau, ``docs/ablations.md``); in training, ``slot_code_decorrelation`` (default 10, ours; 0 = off)
     times the mean squared cosine between the slot codes of a sequence's tokens (``slot_code_overlap``) is set
     as ``aux_loss``, which the causal-LM loss and the trainer's objectives add: it keeps the codes from
     collapsing to one direction, the failure of every Trellis run that stayed on the MQAR plateau
@@ -58,7 +58,7 @@ class TrellisAttention(SlotMemoryMixer):
                  qk_l2norm: bool = False, forget_gate: bool = True, beta_init: tuple[float, float] = (0.9, 0.99),
                  gamma_mode: str = "sigmoid", gamma_max: float = 0.05, forget_to_initial_state: str = "none",
                  initial_state_scale: float = 1.0, learn_slot_codes: bool = True, slot_code_source: str = "input",
-                 slot_code_decorrelation: float = 1.0, **knobs):
+                 slot_code_decorrelation: float = 10.0, **knobs):
         super().__init__()
         self._init_slot_memory(hidden_size, num_heads, num_slots, head_dim, conv_size, chunk_size, layer_idx, knobs)
         check_choice("gamma_mode", gamma_mode, GAMMA_MODES)
