@@ -594,8 +594,9 @@ def test_readme_snippet(tmp_path, monkeypatch):
 def test_trellis_slot_code_decorrelation_is_added_to_the_training_loss_only():
     """The causal-LM loss and the trainer's objective add each layer's weighted slot-code overlap in
     training mode (the objective as a per-target mean times the target count); eval losses are plain CE."""
-    from slotmem.eval.objectives import TokenObjective
+    from slotmem.eval.objectives import ForecastObjective, TokenObjective
     from slotmem.layers.trellis import slot_code_overlap
+    from slotmem.models.forecasting import ForecastModel
 
     torch.manual_seed(0)
     kw = dict(tiny_mixer_kwargs("trellis", 4), slot_code_decorrelation=2.0)
@@ -616,9 +617,6 @@ def test_trellis_slot_code_decorrelation_is_added_to_the_training_loss_only():
     plain = objective.eval()(ids, labels)["loss_sum"]
     out = objective.train()(ids, labels)
     assert (out["loss_sum"] - plain - aux * out["count"]).abs() < 1e-9
-    from slotmem.eval.objectives import ForecastObjective
-    from slotmem.models.forecasting import ForecastModel
-
     forecast = ForecastObjective(ForecastModel(model.model, HIDDEN, 2, 2, lookback=12, horizon=3)).double()
     x, y = torch.randn(2, 12, 2, dtype=torch.float64), torch.randn(2, 3, 2, dtype=torch.float64)
     plain = forecast.eval()(x, y)["loss_sum"]

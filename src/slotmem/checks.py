@@ -23,6 +23,12 @@ def check_positive_float(name: str, value) -> None:
         raise ValueError(f"{name} must be a finite positive number, got {value!r}")
 
 
+def check_nonnegative_float(name: str, value) -> None:
+    """A finite number >= 0 (a Python int or float; not a bool)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not (0 <= value < float("inf")):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+
+
 def resolve_heads(hidden_size, num_heads, head_dim) -> int:
     """Validate a mixer's head layout; ``head_dim`` defaults to ``hidden_size // num_heads``."""
     check_positive_int("hidden_size", hidden_size)

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from ..checks import check_bool, check_choice, check_positive_float
+from ..checks import check_bool, check_choice, check_nonnegative_float, check_positive_float
 from ..modules import ShortConvolution
 from ..ops.driver import DEFAULT_CHUNK_SIZE
 from ..ops.trellis import TrellisKnobs, chunk_trellis
@@ -70,9 +70,7 @@ class TrellisAttention(SlotMemoryMixer):
         check_bool("learn_slot_codes", learn_slot_codes)
         check_choice("slot_code_source", slot_code_source, SLOT_CODE_SOURCES)
         self.slot_code_source = slot_code_source
-        if not (isinstance(slot_code_decorrelation, (int, float)) and not isinstance(slot_code_decorrelation, bool)
-                and math.isfinite(slot_code_decorrelation) and slot_code_decorrelation >= 0):
-            raise ValueError(f"slot_code_decorrelation must be a finite float >= 0, got {slot_code_decorrelation!r}")
+        check_nonnegative_float("slot_code_decorrelation", slot_code_decorrelation)
         self.slot_code_decorrelation = float(slot_code_decorrelation)
         check_positive_float("initial_state_scale", initial_state_scale)
         for name, value, unset in (("forget_to_initial_state", forget_to_initial_state, "none"),
@@ -170,7 +168,7 @@ def slot_code_overlap(alpha: torch.Tensor, cu_seqlens: torch.Tensor | None = Non
     """Mean squared cosine between the slot codes of different tokens of a sequence: alpha [B, T, H, m]
     (packed: B = 1 with ``cu_seqlens``) -> a scalar, averaged over sequences and heads.
 
-    Codes are centred over the slots first (``ln_silu`` targets cannot reach a code's mean). About 1/m
+    Codes are centred over the slots first (``ln_silu`` targets cannot reach a code's mean). About 1/(m − 1)
     for random codes, 1 when every token has the same code — the collapse of the MQAR plateau
     (``docs/ablations.md``). The Gram matrix over the slot axis gives the sum over all token pairs,
     ``‖Σ_t c_t c_tᵀ‖²_F = Σ_{t,s} (c_t·c_s)²``, at O(T m²) cost instead of O(T² m)."""
