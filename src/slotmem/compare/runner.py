@@ -351,6 +351,7 @@ def fit_and_score(cfg: Config, val_examples: int = 256, quiet: bool = True) -> d
 def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     from ..data import generate_mqar
     from ..eval.mqar import evaluate_mqar_slices
+    from ..train.tasks import mqar_metric_key
 
     q = cfg.mqar
     flags = in_distribution(cfg)
@@ -366,7 +367,7 @@ def _score_mqar(task, cfg, res, module, bs, info, val_examples):
     t = res["final"]["test"]
     test = {}
     for s in q.test:
-        test[slice_name(s)] = t[f"acc_T{s.seq_len}_kv{s.num_kv_pairs}"]
+        test[slice_name(s)] = t[mqar_metric_key(s.seq_len, s.num_kv_pairs)]
     _add_in_dist_extrap(test, list(test.values()), flags)
     test["loss"] = t["loss"]
     return val, test

@@ -194,6 +194,11 @@ class _LabelledTokenTask(_TokenTask):
         return int((lab != IGNORE_INDEX).sum())
 
 
+def mqar_metric_key(seq_len: int, num_kv_pairs: int) -> str:
+    """The metrics key of one MQAR test slice's accuracy (``acc_T{seq_len}_kv{num_kv_pairs}``)."""
+    return f"acc_T{seq_len}_kv{num_kv_pairs}"
+
+
 class MQARTask(_LabelledTokenTask):
     name = "mqar"
     periodic_splits = ("test",)
@@ -225,7 +230,7 @@ class MQARTask(_LabelledTokenTask):
         res = evaluate_mqar_slices(module, self.test_slices, batch_size, info)
         out = {"acc": res["acc"], "loss": res["loss"]}
         for r in res["slices"]:
-            out[f"acc_T{r['seq_len']}_kv{r['num_kv_pairs']}"] = r["acc"]
+            out[mqar_metric_key(r["seq_len"], r["num_kv_pairs"])] = r["acc"]
         return out
 
 
