@@ -611,6 +611,14 @@ def test_trellis_slot_code_decorrelation_is_added_to_the_training_loss_only():
     loss = model.train()(ids, labels=ids).loss
     aux = sum(2.0 * slot_code_overlap(c.reshape(2, 12, HEADS, -1)) for c in codes)
     assert len(codes) == LAYERS and (loss - ce - aux).abs() < 1e-10 and aux > 0
+    # packed (cu_seqlens) under num_items_in_batch: the share counts the targets the CE counts (22 of the
+    # 23 shifted labels: the first sequence's last token predicts nothing)
+    packed, cu = ids.reshape(1, 24), torch.tensor([0, 12, 24])
+    ce = model.eval()(packed, labels=packed, cu_seqlens=cu, num_items_in_batch=40).loss
+    codes.clear()
+    loss = model.train()(packed, labels=packed, cu_seqlens=cu, num_items_in_batch=40).loss
+    aux = sum(2.0 * slot_code_overlap(c.reshape(1, 24, HEADS, -1), cu_seqlens=cu) for c in codes)
+    assert (loss - ce - aux * 22 / 40).abs() < 1e-6  # the CE is float32 (23 / 40 would be off by 1.7e-2)
     labels = ids.clone()
     labels[:, :6] = -100
     objective = TokenObjective(model)

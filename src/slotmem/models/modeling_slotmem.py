@@ -304,7 +304,7 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
             loss = causal_lm_loss(logits, labels, cu_seqlens=cu_seqlens, num_items_in_batch=num_items)
             aux = take_auxiliary_loss(self.model)  # mixers' training regularisers (none in eval mode)
             if aux is not None:  # a per-target mean; under num_items_in_batch, weighted by this batch's share
-                share = 1.0 if num_items is None else (labels[:, 1:] != -100).sum() / num_items
+                share = 1.0 if num_items is None else (shifted_labels(labels, cu_seqlens) != -100).sum() / num_items
                 loss = loss + aux * share
         if not return_dict:
             rest = tuple(v for v in (cache, out.hidden_states) if v is not None)
@@ -358,14 +358,21 @@ class SlotMemForCausalLM(SlotMemPreTrainedModel, GenerationMixin):
         return model_inputs
 
 
+def shifted_labels(labels, cu_seqlens=None, ignore_index: int = -100):
+    """``labels[:, 1:]`` [B, T - 1], the target of every position that predicts one: with ``cu_seqlens``,
+    ``ignore_index`` where a packed sequence's last token would predict the next sequence's first."""
+    shift = labels[:, 1:].clone()
+    if cu_seqlens is not None:
+        ends = cu_seqlens[1:-1].to(labels.device) - 1
+        shift[0, ends[(ends >= 0) & (ends < shift.shape[1])]] = ignore_index
+    return shift
+
+
 def causal_lm_loss(logits, labels, *, cu_seqlens=None, num_items_in_batch=None, ignore_index: int = -100):
     """Next-token cross-entropy in float32: position ``t`` predicts ``labels[:, t + 1]``."""
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels must be [B, T]={tuple(logits.shape[:2])}, got {tuple(labels.shape)}")
-    shift_labels = labels[:, 1:].clone()
-    if cu_seqlens is not None:  # the last token of a packed sequence predicts nothing
-        ends = cu_seqlens[1:-1].to(labels.device) - 1
-        shift_labels[0, ends[(ends >= 0) & (ends < shift_labels.shape[1])]] = ignore_index
+    shift_labels = shifted_labels(labels, cu_seqlens, ignore_index)
     shift_logits = logits[:, :-1].float()
     reduction = "sum" if num_items_in_batch is not None else "mean"
     loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1).to(logits.device),
