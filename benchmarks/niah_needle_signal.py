@@ -20,8 +20,8 @@ import statistics
 
 import torch
 from _report import save_report
+from _trellis_inputs import trellis_op_inputs
 
-import slotmem.layers.trellis as trellis_layer
 from slotmem.compare.runner import load_compare_config
 from slotmem.configs import resolve_config
 from slotmem.data.niah import encode_niah, niah_samples, split_seed
@@ -100,19 +100,8 @@ def run_gates(runs, num: int, out) -> None:
         task, net = _trained(run)
         for depth in DEPTHS:
             smp, x, _ = _samples(task, depth, num)
-            calls, real = [], trellis_layer.chunk_trellis
-
-            def record(q, k, v, alpha, beta, gamma, **kw):
-                calls.append(beta.detach()[..., 0].double())  # [B, T], head 0
-                return real(q, k, v, alpha, beta, gamma, **kw)
-
-            trellis_layer.chunk_trellis = record
-            try:
-                with torch.no_grad():
-                    net(x)
-            finally:
-                trellis_layer.chunk_trellis = real
-            for layer, beta in enumerate(calls):
+            betas = [c["beta"][..., 0].double() for c in trellis_op_inputs(net, x)]  # [B, T], head 0
+            for layer, beta in enumerate(betas):
                 kept = []
                 for i, s in enumerate(smp):
                     digits, _ = _digit_positions(task, s)

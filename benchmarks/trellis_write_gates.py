@@ -15,8 +15,8 @@ import argparse
 
 import torch
 import torch.nn.functional as F
+from _trellis_inputs import trellis_op_inputs
 
-import slotmem.layers.trellis as trellis_layer
 from slotmem.data.mqar import MQARConfig, generate_mqar
 from slotmem.models import SlotMemForCausalLM
 
@@ -24,21 +24,10 @@ from slotmem.models import SlotMemForCausalLM
 def write_gates(model, seq_len: int, kv: int, examples: int, vocab: int, seed: int) -> list[dict]:
     """One dict per Trellis layer: mean γ‖k‖² at keys / values / after the context, mean β, mean ‖k‖, and the
     mean pairwise cosine of the slot-centred α among the context's key tokens / value tokens (head 0)."""
-    calls, real = [], trellis_layer.chunk_trellis
-
-    def record(q, k, v, alpha, beta, gamma, **kw):
-        calls.append((k.detach(), alpha.detach(), beta.detach(), gamma.detach()))
-        return real(q, k, v, alpha, beta, gamma, **kw)
-
     x, _ = generate_mqar(MQARConfig(seq_len, kv, examples, vocab, seed=seed), "test")
-    trellis_layer.chunk_trellis = record
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        trellis_layer.chunk_trellis = real
     rows = []
-    for k, alpha, beta, gamma in calls:                # k [B, T, H, d]; alpha [B, T, H, m]; beta, gamma [B, T, H]
+    for c in trellis_op_inputs(model, x):
+        k, alpha, beta, gamma = c["k"], c["alpha"], c["beta"], c["gamma"]  # k [B, T, H, d]; alpha [B, T, H, m]; beta, gamma [B, T, H]
         size = gamma * k.pow(2).sum(-1)
         ctx = 2 * kv
         rows.append(dict(keys=size[:, 0:ctx:2].mean().item(), values=size[:, 1:ctx:2].mean().item(),
