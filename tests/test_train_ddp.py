@@ -4,10 +4,14 @@ Both ranks must end with bit-identical parameters (DDP: the runner checks the re
 SHA-256 and writes them to results.json), and the result must match a single-process run
 of the same global batch up to floating-point summation order.
 """
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,12 +32,41 @@ train: {batch_size: 8, grad_accum: 2, steps: 4, eval_every: 2, log_every: 1, pro
 """
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``, deepest first (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found[::-1]
+
+
 def _torchrun(cfg_path, out_dir, *overrides):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    """Run ``torchrun`` with 2 ranks; on a hang, every process of the job prints its Python stack
+    (faulthandler on SIGABRT) and the test fails with that output instead of a bare timeout."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "slotmem.cli", "train", str(cfg_path), f"out_dir={out_dir}", *overrides]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        job = _descendants(proc.pid) + [proc.pid]  # torchrun puts its workers in their own sessions
+        for sig in (signal.SIGABRT, signal.SIGKILL):
+            for pid in job:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(2)
+        out, err = proc.communicate(timeout=30)
+        pytest.fail(f"torchrun did not finish in 240 s; stacks of the job's processes:\n{out[-4000:]}\n{err[-12000:]}")
+    assert proc.returncode == 0, out[-3000:] + err[-3000:]
     return json.loads((out_dir / "results.json").read_text())
 
 

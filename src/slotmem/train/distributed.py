@@ -79,8 +79,17 @@ def broadcast_object(obj, info: DistInfo):
     return lst[0]
 
 
-def destroy(info: DistInfo) -> None:
+def destroy(info: DistInfo, clean_exit: bool = False) -> None:
+    """Tear down the process group this process created.
+
+    After a clean finish every rank meets at a barrier first, so no rank tears down its
+    gloo/nccl pairs while another still talks to it (PyTorch issue 75097: an unsynchronised
+    ``destroy_process_group`` can hang the job at exit). After an error there is no barrier
+    (the other ranks may never reach it); the launcher stops the rest of the job.
+    """
     if info.initialized_here and dist.is_initialized():
+        if clean_exit:
+            dist.barrier()
         dist.destroy_process_group()
 
 

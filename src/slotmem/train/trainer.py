@@ -537,15 +537,19 @@ class Trainer:
                     hf_logging.enable_progress_bar()
         barrier(self.info)
 
-    def close(self) -> None:
+    def close(self, clean_exit: bool = False) -> None:
+        """Release the run lock and the process group (``clean_exit``: every rank finished ``fit``)."""
         self._release()
-        destroy(self.info)
+        destroy(self.info, clean_exit)
 
 
 def train(cfg: Config, quiet: bool = False) -> dict:
     """Run ``cfg`` to the end (or to ``train.stop_at_step``); returns the results dict."""
     trainer = Trainer(cfg, quiet=quiet)
     try:
-        return trainer.fit()
-    finally:
+        results = trainer.fit()
+    except BaseException:
         trainer.close()
+        raise
+    trainer.close(clean_exit=True)
+    return results
