@@ -200,6 +200,8 @@ def test_overrides_points_and_errors(tmp_path, tiny):
     comp = load_compare_config(p)
     assert [(u.name, u.cfg.model.hidden_size, u.lr_grid) for u in comp.units[1:]] == [
         ("B [hidden_size=8]", 8, [0.5]), ("B [hidden_size=32]", 32, [0.5])]
+    # a grid on the command line is the user's choice for every run, the runs' own grids included
+    assert {tuple(u.lr_grid) for u in load_compare_config(p, ["protocol.lr_grid=[0.25]"]).units} == {(0.25,)}
     for bad, msg in [("runs:\n  - {label: A, overrides: {model: {mixer: lattice, mixr: 1}}}\n", "run 'A': unknown config key 'model.mixr'"),
                      ("runs: []\n", "at least one run"), ("runz: []\n", "unknown key 'runz'"),
                      ("protocol: {lr_grid: [0]}\nruns: [{label: A}]\n", "lr_grid entries must be positive"),

@@ -34,7 +34,8 @@ A comparison file::
       quick: {note: "...", protocol: {...}, base: {...}, points: {...}, runs: {Lattice: {points: ...}}}
 
 Command-line ``key=value`` overrides apply to ``base`` (after the preset), ``protocol.KEY=value``
-to the protocol (e.g. ``protocol.seeds=[0,1,2,3]``); ``Label:key=value`` applies to one run,
+to the protocol (e.g. ``protocol.seeds=[0,1,2,3]``; ``protocol.lr_grid=[...]`` also replaces the runs'
+own grids); ``Label:key=value`` applies to one run,
 after its own overrides. Every run lives in
 ``<out>/runs/<label>[/<point>]/lr<lr>_seed<seed>_<hash>/`` with a ``record.json`` once finished:
 rerunning the same command in the same ``--out`` skips finished runs (a killed comparison
@@ -225,6 +226,8 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
             proto.append(o[len("protocol."):])
         else:
             shared.append(o)
+    # a grid given on the command line is the user's choice for every run, over the runs' own grids
+    cli_grid = any(o.partition("=")[0].strip() == "lr_grid" for o in proto)
     pdata = data.get("protocol") or {}
     protocol = _build_protocol(path, apply_overrides(pdata, proto) if isinstance(pdata, dict) else pdata)
     shared_points = _check_points(f"{path}: points", data.get("points"))
@@ -245,7 +248,8 @@ def load_compare_config(path, overrides=None, preset: str | None = DEFAULT_PRESE
         if "," in label:
             raise ConfigError(f"{path}: run label {label!r} contains ',', which --only uses to separate labels")
         labels.append(label)
-        grid = _check_lr_grid(f"{path}: run {label!r}", run["lr_grid"]) if "lr_grid" in run else protocol.lr_grid
+        own_grid = "lr_grid" in run and not cli_grid
+        grid = _check_lr_grid(f"{path}: run {label!r}", run["lr_grid"]) if own_grid else protocol.lr_grid
         pts = _check_points(f"{path}: run {label!r}", run["points"]) if "points" in run else shared_points
         merged = _merge(base, run.get("overrides") or {})
         merged = apply_overrides(merged, per_run.pop(label, []), Config)
