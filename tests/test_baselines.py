@@ -69,12 +69,12 @@ def test_chaining_with_calls_shorter_than_the_conv(key, T1):
 
 @pytest.mark.parametrize("key", ["gated_deltanet", "deltanet", "mamba2"])
 def test_chunked_reference_equals_recurrent_reference(key):
-    """T > 32 runs fla's chunked naive reference, T <= 32 its token loop: one call == two calls."""
+    """Longer calls run the chunked CPU form, short ones (<= 8 tokens) the token loop: one call == two calls."""
     layer = make(key)
     x = torch.randn(1, 70, HIDDEN)
     full, _, _ = layer(x)  # chunked (70 tokens)
-    a, _, cache = layer(x[:, :20], use_cache=True)  # token loop (20)
-    b, _, _ = layer(x[:, 20:], past_key_values=cache, use_cache=True)  # chunked (50), from the loop's state
+    a, _, cache = layer(x[:, :6], use_cache=True)  # token loop (6)
+    b, _, _ = layer(x[:, 6:], past_key_values=cache, use_cache=True)  # chunked (64), from the loop's state
     assert max_err(full, torch.cat([a, b], 1)) < TOL
 
 
@@ -330,6 +330,47 @@ def test_run_fla_op_matches_fla_naive_directly_and_checks_arguments():
         run_fla_op("retnet", q, k, v)
     with pytest.raises(ValueError, match="scale"):
         run_fla_op("gla", q, k, v, g[..., None].expand_as(q), scale=1.0)
+
+
+def _gated_delta_loop64(q, k, v, g, beta, h0):
+    """The gated delta rule token by token in float64: S_t = e^{g_t} S_{t-1} (I - β_t k_t k_tᵀ) + β_t k_t v_tᵀ,
+    o_t = S_tᵀ q_t / √K (fla's state layout [B, H, K, V])."""
+    S, out = h0.clone(), []
+    for t in range(q.shape[1]):
+        qt, kt, vt = q[:, t], k[:, t], v[:, t]  # [B, H, K|V]
+        S = S * g[:, t, :, None, None].exp()
+        pred = torch.einsum("bhk,bhkv->bhv", kt, S)
+        S = S + torch.einsum("bhk,bhv->bhkv", kt, beta[:, t, :, None] * (vt - pred))
+        out.append(torch.einsum("bhk,bhkv->bhv", qt, S) * q.shape[-1] ** -0.5)
+    return torch.stack(out, 1), S
+
+
+@pytest.mark.parametrize("T", [64, 150])  # one chunk; three chunks, the last padded
+def test_chunked_gated_delta_rule_equals_the_float64_loop_forward_backward_and_chained(T):
+    torch.manual_seed(0)
+    B, H, K, V = 2, 2, 8, 5
+    q, k = (torch.nn.functional.normalize(torch.randn(B, T, H, K, dtype=torch.float64), dim=-1) for _ in range(2))
+    v, g = torch.randn(B, T, H, V, dtype=torch.float64), -0.3 * torch.rand(B, T, H, dtype=torch.float64)
+    beta, h0 = torch.rand(B, T, H, dtype=torch.float64), torch.randn(B, H, K, V, dtype=torch.float64)
+    inputs = [t.requires_grad_() for t in (q, k, v, g, beta, h0)]
+    o, s = fb.chunk_gated_delta_rule_torch(*inputs[:5], initial_state=h0, output_final_state=True)
+    o_ref, s_ref = _gated_delta_loop64(*inputs)
+    assert o.dtype == torch.float64 and max_err(o, o_ref) < 1e-12 and max_err(s, s_ref) < 1e-12
+    w = torch.randn_like(o)
+    grads = torch.autograd.grad((o * w).sum() + s.sum(), inputs)
+    grads_ref = torch.autograd.grad((o_ref * w).sum() + s_ref.sum(), inputs)
+    assert max(max_err(a, b) for a, b in zip(grads, grads_ref)) < 1e-10
+    cut = T // 3  # split sequence == whole
+    o1, s1 = fb.chunk_gated_delta_rule_torch(*(t[:, :cut] for t in inputs[:5]), initial_state=h0, output_final_state=True)
+    o2, s2 = fb.chunk_gated_delta_rule_torch(*(t[:, cut:] for t in inputs[:5]), initial_state=s1, output_final_state=True)
+    assert max_err(torch.cat([o1, o2], 1), o) < 1e-12 and max_err(s2, s) < 1e-12
+    # fp32 through the dispatcher (T > 8: this chunked form) against fla's own token loop
+    from fla.ops.gated_delta_rule.naive import naive_recurrent_gated_delta_rule
+
+    f32 = [t.detach().float() for t in inputs]
+    o32, s32 = run_fla_op("gated_delta_rule", *f32[:5], initial_state=f32[5], output_final_state=True)
+    o_fla, s_fla = naive_recurrent_gated_delta_rule(*f32[:3], f32[4], f32[3], initial_state=f32[5], output_final_state=True)
+    assert max_err(o32, o_fla) < TOL and max_err(s32, s_fla) < TOL
 
 
 # ------------------------------------------------------------------ arguments

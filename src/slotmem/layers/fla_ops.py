@@ -9,19 +9,23 @@ place, :func:`fla_backend`:
   fla's own layers use. Packed sequences go to the kernels as ``cu_seqlens``.
 * ``"naive"`` (CPU, float64, or forced): fla's pure-PyTorch references in ``fla.ops.<op>.naive``.
   They take no ``cu_seqlens``, so packed sequences run one by one (``slotmem.ops.utils.run_varlen``). Where
-  fla ships a chunked reference with state support (gated delta rule, simple GLA) it is used for
-  ``T > NAIVE_RECURRENT_MAX_T`` (32), the token loop otherwise. The naive references compute in
-  float32 whatever the input dtype (float64 inputs are computed in float32).
+  fla ships a chunked reference with state support (gated delta rule, simple GLA) the chunked form is
+  used for ``T > NAIVE_RECURRENT_MAX_T[op]`` (8 for the delta rules, 32 for simple GLA), the token loop
+  otherwise. One exception, written here:
+  the gated delta rule's chunked form is :func:`chunk_gated_delta_rule_torch` (fla's algorithm with a
+  triangular solve in place of its Python loop; it computes in float64 for float64 inputs). fla's
+  references compute in float32 whatever the input dtype (float64 inputs are computed in float32).
 
 Ops and the fla functions behind them (``state`` layouts are fla's ``[N, H, K, V]``):
 
 ================  =============================================  ==========================================
 op                kernel (CUDA)                                  naive (CPU)
 ================  =============================================  ==========================================
-gated_delta_rule  chunk/fused_recurrent_gated_delta_rule          naive_chunk/naive_recurrent_gated_delta_rule
-delta_rule        chunk/fused_recurrent_delta_rule; in fp32       delta_rule_recurrence (T <= 32);
-                  (refused by chunk_delta_rule)                   naive_chunk_gated_delta_rule with g = 0
-                  chunk_gated_delta_rule with g = 0               (the delta rule exactly) for T > 32
+gated_delta_rule  chunk/fused_recurrent_gated_delta_rule          chunk_gated_delta_rule_torch (ours, T > 8)
+                                                                 /naive_recurrent_gated_delta_rule
+delta_rule        chunk/fused_recurrent_delta_rule; in fp32       delta_rule_recurrence (T <= 8);
+                  (refused by chunk_delta_rule)                   chunk_gated_delta_rule_torch with g = 0
+                  chunk_gated_delta_rule with g = 0               (the delta rule exactly) for T > 8
 gla               chunk/fused_recurrent_gla                       naive_recurrent_gla
 gsa               chunk/fused_recurrent_gsa                       naive_recurrent_gsa (state: a pair)
 simple_gla        chunk/fused_recurrent_simple_gla                naive_chunk/naive_recurrent_simple_gla
@@ -41,6 +45,7 @@ import os
 import warnings
 
 import torch
+import torch.nn.functional as F
 
 from ..checks import check_choice
 from ..ops.utils import run_varlen
@@ -49,11 +54,12 @@ FLA_OPS = ("gated_delta_rule", "delta_rule", "gla", "gsa", "simple_gla")
 BACKENDS = ("auto", "kernel", "naive")
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RECURRENT_MAX_T = 64  # kernels: at or below this length (without grad) the fused recurrent kernel is used
-# naive references: at or below this length the token loop, above it the chunked reference (chunk 64,
-# padded). Measured on an idle 2-core CPU (benchmarks/fla_cpu_reference.py, B 48, d 64;
-# benchmarks/results/fla_cpu_reference.md): the chunked form is 2.1x (fwd) / 2.5x (fwd+bwd) faster at
-# T = 64, 1.5x / 1.6x at T = 48, about even at T = 32 (0.8x / 1.15x) and slower at T = 16 (0.7x / 0.7x).
-NAIVE_RECURRENT_MAX_T = 32
+# CPU paths: at or below this length (per op) the token loop, above it the chunked form (chunk 64, padded).
+# Measured with benchmarks/fla_cpu_reference.py (B 48, d 64, one thread; benchmarks/results/fla_cpu_reference.md):
+# slotmem's chunked gated delta rule is faster than fla's token loop from T = 16 on (2.5x fwd+bwd at 16,
+# 12x at 64) and slower below ~8 (0.12x at T = 1, 0.48x at 4, 1.2x at 8, fwd+bwd); the delta rule runs the
+# same chunked form. fla's chunked simple-GLA reference: about even with its loop at T = 32 (fifth session).
+NAIVE_RECURRENT_MAX_T = {"gated_delta_rule": 8, "delta_rule": 8, "simple_gla": 32}
 
 
 def fla_backend(device: torch.device | str, dtype: torch.dtype | None = None, override: str | None = None) -> str:
@@ -92,7 +98,7 @@ def run_fla_op(name: str, q, k, v, *extra, scale: float | None = None, initial_s
         def one(*seq, initial_state, output_final_state):
             fn = _NAIVE[name]
             return fn(*seq, scale=scale, initial_state=initial_state, output_final_state=output_final_state,
-                      recurrent=seq[0].shape[1] <= NAIVE_RECURRENT_MAX_T)
+                      recurrent=seq[0].shape[1] <= NAIVE_RECURRENT_MAX_T.get(name, 0))
 
         if cu_seqlens is None:
             o, state = one(q, k, v, *extra, initial_state=initial_state, output_final_state=output_final_state)
@@ -120,12 +126,57 @@ def _f32(state):
 # ---------------------------------------------------------------- naive (pure PyTorch) references
 
 def _naive_gated_delta_rule(q, k, v, g, beta, *, scale, initial_state, output_final_state, recurrent):
-    m = _fla("gated_delta_rule.naive")
     if recurrent:
+        m = _fla("gated_delta_rule.naive")
         return m.naive_recurrent_gated_delta_rule(q, k, v, beta, g, scale=scale, initial_state=_f32(initial_state),
                                                   output_final_state=output_final_state)
-    return m.naive_chunk_gated_delta_rule(q, k, v, g, beta, chunk_size=64, scale=scale,
-                                          initial_state=_f32(initial_state), output_final_state=output_final_state)
+    return chunk_gated_delta_rule_torch(q, k, v, g, beta, scale=scale, initial_state=initial_state,
+                                        output_final_state=output_final_state)
+
+
+def chunk_gated_delta_rule_torch(q, k, v, g, beta, *, scale=None, initial_state=None, output_final_state=False,
+                                 chunk_size: int = 64):
+    """The gated delta rule in its chunked (WY) form, plain PyTorch: the CPU path for ``T > 8``.
+
+    The same algorithm as fla's ``naive_chunk_gated_delta_rule`` (chunks of 64, padded), written here
+    because that reference builds each chunk's inverse ``(I + A)^{-1}`` (``A = tril(diag(β) K Kᵀ ⊙ Γ, -1)``)
+    with a 63-step Python loop of row updates: at B 24, T 64, d 64 it is 25 of the 86 ms of a Gated
+    DeltaNet training step on one core. ``torch.linalg.solve_triangular`` solves the same unit-lower-
+    triangular system in one call (fwd + bwd ~5x faster; ``benchmarks/fla_cpu_reference.py``).
+
+    q, k [B, T, H, K], v [B, T, H, V], g (log decay) and beta [B, T, H]; ``initial_state`` [B, H, K, V].
+    Computes in float32 (float64 for float64 inputs). Returns ``(o [B, T, H, V], state [B, H, K, V] or None)``.
+    """
+    dt = torch.promote_types(q.dtype, torch.float32)
+    B, T, H, K = q.shape
+    C, pad = chunk_size, (-T) % chunk_size
+    scale = K ** -0.5 if scale is None else scale
+
+    def chunks(t):  # [B, T, H, ...] -> [B, H, n, C, ...], zero-padded: g = 0 keeps, beta = 0 writes nothing
+        t = t.to(dt).transpose(1, 2)
+        t = F.pad(t, (0, 0, 0, pad) if t.dim() == 4 else (0, pad)) if pad else t
+        return t.reshape(B, H, -1, C, *t.shape[3:])
+
+    q, k, v, g, beta = chunks(q) * scale, chunks(k), chunks(v), chunks(g), chunks(beta)
+    gc = g.cumsum(-1)  # [B, H, n, C]: log decay from the chunk's start
+    causal = torch.ones(C, C, dtype=torch.bool, device=q.device).tril()
+    decay = (gc[..., :, None] - gc[..., None, :]).masked_fill(~causal, float("-inf")).exp()  # Γ[i, j], j <= i
+    kb = k * beta[..., None]
+    eye = torch.eye(C, dtype=dt, device=q.device).expand(*kb.shape[:3], C, C)
+    # (I + A)^{-1} with A the strict lower part of (β k) kᵀ ⊙ Γ (the diagonal is taken as 1, the upper part unread)
+    t_inv = torch.linalg.solve_triangular((kb @ k.transpose(-1, -2)) * decay, eye, upper=False, unitriangular=True)
+    w = t_inv @ (kb * gc.exp()[..., None])  # [B, H, n, C, K]
+    u = t_inv @ (v * beta[..., None])  # [B, H, n, C, V]
+    qk = (q @ k.transpose(-1, -2)) * decay
+    S = q.new_zeros(B, H, K, v.shape[-1]) if initial_state is None else initial_state.to(dt)
+    out = []
+    for i in range(q.shape[2]):
+        v_new = u[:, :, i] - w[:, :, i] @ S
+        out.append((q[:, :, i] * gc[:, :, i, :, None].exp()) @ S + qk[:, :, i] @ v_new)
+        last = gc[:, :, i, -1:]  # [B, H, 1]
+        S = S * last[..., None].exp() + ((last - gc[:, :, i]).exp()[..., None] * k[:, :, i]).transpose(-1, -2) @ v_new
+    o = torch.stack(out, 2).reshape(B, H, -1, v.shape[-1])[:, :, :T].transpose(1, 2)
+    return o, (S if output_final_state else None)
 
 
 def _naive_delta_rule(q, k, v, beta, *, scale, initial_state, output_final_state, recurrent):

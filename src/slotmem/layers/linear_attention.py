@@ -3,8 +3,9 @@
 Each layer owns its projections, short convolution (``slotmem.modules.ShortConvolution``, with a
 decode cache), gates and output norm, following the published layer designs as fla's
 ``fla/layers/{gated_deltanet,delta_net,gla,gsa}.py`` realise them, and calls the fla op through
-``fla_ops.run_fla_op`` (fla's Triton kernels on CUDA, fla's pure-PyTorch references on CPU).
-Nothing of the recurrences is re-implemented here.
+``fla_ops.run_fla_op`` (fla's Triton kernels on CUDA, fla's pure-PyTorch references on CPU — except
+the gated delta rule's chunked CPU form, ``fla_ops.chunk_gated_delta_rule_torch``, fla's algorithm
+with a triangular solve instead of its slow Python loop). Nothing of the recurrences is re-implemented here.
 
 Differences from fla's layers, on purpose:
 
