@@ -385,3 +385,18 @@ def test_niah_task_config_errors(tmp_path):
             run_compare(builtin_path("compare_niah"), NIAH_SHRINK + [override, "protocol.lr_grid=[1e-2]", "protocol.seeds=[0]"],
                         out=tmp_path / "err", only="Transformer++", jobs=1, quiet=True)
         assert not (tmp_path / "err").exists()  # stopped before any folder or run
+
+
+def test_cli_takes_overrides_before_and_after_options(monkeypatch, capsys):
+    from slotmem import cli
+    from slotmem.compare import runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_compare", lambda path, overrides, **kw: seen.append((path.name, overrides, kw["only"])))
+    cli.main(["compare", "compare_mqar_frontier", "train.steps=5", "--only", "GLA", "protocol.lr_grid=[3.2e-3]", "--jobs", "1"])
+    cli.main(["compare", "--only", "Lattice", "train.steps=5", "--jobs", "1", "protocol.seeds=[0]"])
+    assert seen == [("compare_mqar_frontier.yaml", ["train.steps=5", "protocol.lr_grid=[3.2e-3]"], "GLA"),
+                    ("compare_mqar.yaml", ["train.steps=5", "protocol.seeds=[0]"], "Lattice")]
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--only", "Lattice", "train.steps=5", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

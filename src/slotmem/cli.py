@@ -268,7 +268,12 @@ def main(argv=None) -> None:
         from .eval.harness import main as lm_eval_main
 
         return lm_eval_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after an option (`compare NAME --only A key=v`): argparse leaves them over
+        if not hasattr(args, "overrides") or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = [*args.overrides, *extra]
     try:
         args.func(args)
     except Exception as e:  # noqa: BLE001 - user errors become one line; bugs keep their traceback
