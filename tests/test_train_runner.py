@@ -159,6 +159,15 @@ def test_amp_and_compile_on_cpu_warn_and_run_fp32(tmp_path):
     assert math.isfinite(res["final"]["test"]["loss"])
 
 
+def test_cpu_training_flushes_denormals(tmp_path):
+    torch.set_flush_denormal(False)
+    tiny_value = torch.tensor([1e-40])  # a float32 denormal
+    assert tiny_value.item() != 0
+    tr = Trainer(tiny(tmp_path, "dn", "train.steps=1"), quiet=True)
+    tr.close()
+    assert (torch.tensor([1e-40]) * 1.0).item() == 0  # flushed: denormal arithmetic is slow on x86
+
+
 def test_resume_after_pruning_is_exact(tmp_path):
     full = train(tiny(tmp_path, "full", "train.keep_checkpoints=1"), quiet=True)
     train(tiny(tmp_path, "split", "train.keep_checkpoints=1", "train.stop_at_step=7"), quiet=True)
