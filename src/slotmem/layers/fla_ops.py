@@ -56,8 +56,8 @@ KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 RECURRENT_MAX_T = 64  # kernels: at or below this length (without grad) the fused recurrent kernel is used
 # CPU paths: at or below this length (per op) the token loop, above it the chunked form (chunk 64, padded).
 # Measured with benchmarks/fla_cpu_reference.py (B 48, d 64, one thread; benchmarks/results/fla_cpu_reference.md):
-# slotmem's chunked gated delta rule is faster than fla's token loop from T = 16 on (2.5x fwd+bwd at 16,
-# 12x at 64) and slower below ~8 (0.12x at T = 1, 0.48x at 4, 1.2x at 8, fwd+bwd); the delta rule runs the
+# slotmem's chunked gated delta rule is faster than fla's token loop from T = 16 on (fwd+bwd 2.6x at 16, 12x
+# at 64) and slower below 8 (0.10x at T = 1, 0.66x at 4; at 8 0.77x fwd, 1.4x fwd+bwd); the delta rule runs the
 # same chunked form. fla's chunked simple-GLA reference: about even with its loop at T = 32 (fifth session).
 NAIVE_RECURRENT_MAX_T = {"gated_delta_rule": 8, "delta_rule": 8, "simple_gla": 32}
 
@@ -142,7 +142,7 @@ def chunk_gated_delta_rule_torch(q, k, v, g, beta, *, scale=None, initial_state=
     because that reference builds each chunk's inverse ``(I + A)^{-1}`` (``A = tril(diag(β) K Kᵀ ⊙ Γ, -1)``)
     with a 63-step Python loop of row updates: at B 24, T 64, d 64 it is 25 of the 86 ms of a Gated
     DeltaNet training step on one core. ``torch.linalg.solve_triangular`` solves the same unit-lower-
-    triangular system in one call (fwd + bwd ~5x faster; ``benchmarks/fla_cpu_reference.py``).
+    triangular system in one call (fwd + bwd ~4x faster; ``benchmarks/fla_cpu_reference.py``).
 
     q, k [B, T, H, K], v [B, T, H, V], g (log decay) and beta [B, T, H]; ``initial_state`` [B, H, K, V].
     Computes in float32 (float64 for float64 inputs). Returns ``(o [B, T, H, V], state [B, H, K, V] or None)``.
