@@ -136,6 +136,12 @@ BAD_CONFIGS = [
     (dict(eos_token_id=99, vocab_size=50), ValueError, "eos_token_id"),
     (dict(use_mlp="yes"), TypeError, "use_mlp"),
     (dict(mixer="attention", attn_layers=[0]), ValueError, "already 'attention'"),
+    (dict(layer_kwargs={4: {}}), ValueError, r"layer_kwargs names layers \[4\], out of range"),
+    (dict(layer_kwargs={"first": {}}), TypeError, "layer indices"),
+    (dict(layer_kwargs={0: [1]}), TypeError, r"layer_kwargs\[0\] must be a mapping"),
+    (dict(layer_kwargs={1: {"layer_idx": 0}}), ValueError, r"layer_kwargs\[1\] must not set"),
+    (dict(layer_kwargs={0: {}, "0": {}}), ValueError, "names layer 0 twice"),
+    (dict(attn_layers=[1], layer_kwargs={1: {}}), ValueError, "attention layers"),
 ]
 
 
@@ -144,6 +150,21 @@ def test_bad_configs_raise_clear_errors(kw, err, match):
     base = dict(hidden_size=32, num_heads=4, num_hidden_layers=4)
     with pytest.raises(err, match=match):
         SlotMemConfig(**dict(base, **kw))
+
+
+def test_layer_kwargs_override_one_layer_and_survive_save_and_load(tmp_path):
+    c = TrellisConfig(hidden_size=16, num_heads=1, num_hidden_layers=3, vocab_size=32, use_mlp=False,
+                      mixer_kwargs={"num_slots": 4, "chunk_size": 2}, layer_kwargs={1: {"forget_gate": False, "num_slots": 2}})
+    assert c.layer_kwargs == {"1": {"forget_gate": False, "num_slots": 2}}  # JSON's key form
+    assert c.layer_mixer(0) == ("trellis", {"num_slots": 4, "chunk_size": 2})
+    assert c.layer_mixer(1) == ("trellis", {"num_slots": 2, "chunk_size": 2, "forget_gate": False})
+    model = model_for_causal_lm(c)
+    gated = [layer.mixer.beta_proj is not None for layer in model.model.layers]
+    assert gated == [True, False, True] and [layer.mixer.num_slots for layer in model.model.layers] == [4, 2, 4]
+    model.save_pretrained(tmp_path)
+    back = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert back.config.layer_kwargs == c.layer_kwargs
+    assert [layer.mixer.beta_proj is not None for layer in back.model.layers] == gated
 
 
 def test_family_configs_fix_their_mixer_and_mixer_errors_name_the_layer():

@@ -55,6 +55,10 @@ def test_overrides(tmp_path):
     with pytest.raises(ConfigError, match="key=value"):
         load_config(p, ["optim.lr"])
     assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    cfg = load_config(p, ["model.mixer=trellis", "model.layer_kwargs.0.forget_gate=false"])  # one layer's knob
+    assert cfg.model.layer_kwargs == {"0": {"forget_gate": False}}
+    from slotmem.train.config import model_config
+    assert model_config(cfg.model, 64).layer_mixer(0)[1] == {"forget_gate": False}
 
 
 @pytest.mark.parametrize("override, match", [

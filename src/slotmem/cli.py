@@ -63,6 +63,8 @@ def model_info(config, context_lengths=DEFAULT_CONTEXTS) -> str:
                  f"{'tied' if c.tie_word_embeddings else 'untied'} embeddings")
     if c.mixer_kwargs:
         lines.append(f"mixer_kwargs     {c.mixer_kwargs}")
+    for i, kw in sorted(c.layer_kwargs.items(), key=lambda item: int(item[0])):
+        lines.append(f"layer {i} kwargs   {kw}")
     if c.attn_layers:
         lines.append(f"attention layers {c.attn_layers} (window {c.attn_window or 'full'}; kwargs {c.attn_kwargs or {}})")
     total = model.num_parameters()

@@ -52,6 +52,9 @@ class SlotMemConfig(PreTrainedConfig):
         attn_window: sliding-window size of the softmax-attention layers (``attn_layers``, or every
             layer when ``mixer="attention"``); ``None``: full causal attention.
         attn_kwargs: extra keyword arguments for the attention layers of a hybrid.
+        layer_kwargs: per-layer overrides of ``mixer_kwargs``, ``{layer index: {key: value}}`` (e.g.
+            ``{"0": {"forget_gate": False}}``: layer 0 alone without Trellis's forget gate); merged over
+            ``mixer_kwargs`` for that layer. Keys are stored as strings (JSON's form); not for ``attn_layers``.
         intermediate_size: SwiGLU width; default ``8/3 * hidden_size`` rounded up to 64.
         use_mlp: whether blocks have the SwiGLU MLP (MQAR models often drop it).
         norm_eps: epsilon of the RMSNorms.
@@ -76,6 +79,7 @@ class SlotMemConfig(PreTrainedConfig):
     attn_layers: list | None = None
     attn_window: int | None = None
     attn_kwargs: dict | None = None
+    layer_kwargs: dict | None = None
     intermediate_size: int | None = None
     use_mlp: bool = True
     norm_eps: float = 1e-5
@@ -95,6 +99,7 @@ class SlotMemConfig(PreTrainedConfig):
         self.mixer_kwargs = dict(self.mixer_kwargs or {})
         self.attn_kwargs = dict(self.attn_kwargs or {})
         self.attn_layers = sorted(self.attn_layers or [])
+        self.layer_kwargs = _layer_keys(self.layer_kwargs)
         if self.intermediate_size is None and isinstance(self.hidden_size, int):
             self.intermediate_size = default_intermediate_size(self.hidden_size)
         self._check()
@@ -113,13 +118,21 @@ class SlotMemConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be a finite positive number, got {v!r}")
         if not isinstance(self.mixer, str) or not self.mixer:
             raise TypeError(f"mixer must be a mixer name (str), got {self.mixer!r}")
-        for name in ("mixer_kwargs", "attn_kwargs"):
-            kw = getattr(self, name)
+        layer_kw = {f"layer_kwargs[{i}]": kw for i, kw in self.layer_kwargs.items()}
+        for name, kw in (("mixer_kwargs", self.mixer_kwargs), ("attn_kwargs", self.attn_kwargs), *layer_kw.items()):
+            if not isinstance(kw, dict):
+                raise TypeError(f"{name} must be a mapping, got {kw!r}")
             if any(not isinstance(k, str) for k in kw):
                 raise TypeError(f"{name} keys must be str, got {sorted(map(repr, kw))}")
             reserved = sorted(set(kw) & set(_RESERVED_MIXER_KEYS))
             if reserved:
                 raise ValueError(f"{name} must not set {reserved}: the model passes them (use the top-level fields)")
+        bad = sorted(int(i) for i in self.layer_kwargs if not 0 <= int(i) < self.num_hidden_layers)
+        if bad:
+            raise ValueError(f"layer_kwargs names layers {bad}, out of range for num_hidden_layers={self.num_hidden_layers}")
+        bad = sorted(int(i) for i in self.layer_kwargs if int(i) in self.attn_layers)
+        if bad:
+            raise ValueError(f"layer_kwargs names layers {bad}, which are attention layers (attn_layers; use attn_kwargs)")
         if any(isinstance(i, bool) or not isinstance(i, int) for i in self.attn_layers):
             raise TypeError(f"attn_layers must be a list of layer indices (int), got {self.attn_layers!r}")
         bad = [i for i in self.attn_layers if not 0 <= i < self.num_hidden_layers]
@@ -162,7 +175,7 @@ class SlotMemConfig(PreTrainedConfig):
             if self.attn_window is not None:
                 kw["window_size"] = self.attn_window
             return ATTENTION_MIXER, kw
-        kw = dict(self.mixer_kwargs)
+        kw = {**self.mixer_kwargs, **self.layer_kwargs.get(str(layer_idx), {})}
         if self.mixer == ATTENTION_MIXER and self.attn_window is not None:
             kw["window_size"] = self.attn_window
         return self.mixer, kw
@@ -171,6 +184,23 @@ class SlotMemConfig(PreTrainedConfig):
     def mixer_types(self) -> list[str]:
         """Registry name of every layer's mixer, in order."""
         return [self.layer_mixer(i)[0] for i in range(self.num_hidden_layers)]
+
+
+def _layer_keys(layer_kwargs) -> dict:
+    """``layer_kwargs`` with its layer indices as strings (JSON's form: a saved config reloads equal);
+    an index may be given as an int or a string of digits."""
+    if layer_kwargs is None:
+        return {}
+    if not isinstance(layer_kwargs, dict):
+        raise TypeError(f"layer_kwargs must be a mapping {{layer index: {{key: value}}}}, got {layer_kwargs!r}")
+    out = {}
+    for i, kw in layer_kwargs.items():
+        if isinstance(i, bool) or not (isinstance(i, int) or (isinstance(i, str) and i.isdigit())):
+            raise TypeError(f"layer_kwargs keys must be layer indices (int or digits), got {i!r}")
+        if str(int(i)) in out:
+            raise ValueError(f"layer_kwargs names layer {int(i)} twice")
+        out[str(int(i))] = kw
+    return out
 
 
 def check_mixers_registered(config: SlotMemConfig) -> None:

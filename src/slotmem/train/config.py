@@ -40,7 +40,7 @@ BACKENDS = ("auto", "gloo", "nccl")
 # --------------------------------------------------------------------------- schema
 
 
-_EMPTY = {"mixer_kwargs": dict, "attn_layers": list, "attn_kwargs": dict}  # SlotMemConfig reads None as these
+_EMPTY = {"mixer_kwargs": dict, "attn_layers": list, "attn_kwargs": dict, "layer_kwargs": dict}  # SlotMemConfig reads None as these
 
 
 def _model_section_fields() -> list:
