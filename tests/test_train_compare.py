@@ -172,10 +172,13 @@ def test_default_config_and_presets():
     assert [u.label for u in comp.units] == ["Lattice", "Trellis", "Gated DeltaNet", "Transformer++"]
     assert [u.cfg.model.mixer for u in comp.units] == ["lattice", "trellis", "gated_deltanet", "attention"]
     assert len({(u.cfg.model.hidden_size, u.cfg.model.num_hidden_layers, u.cfg.model.use_mlp) for u in comp.units}) == 1
-    # the library defaults: no knob other than the state size and the compute blocking
-    assert all(set(u.cfg.model.mixer_kwargs) <= {"num_slots", "chunk_size"} for u in comp.units)
-    # quick: one lr for Lattice and Trellis, two chosen on validation for the baselines (docs/results.md)
-    assert [u.lr_grid for u in comp.units] == [[1e-2], [1e-2], [3.2e-3, 1e-2], [3.2e-3, 1e-2]]
+    # Lattice and Trellis at their library defaults: no knob other than the state size and the compute blocking;
+    # Gated DeltaNet as Zoology's MQAR experiments configure it (2 heads, expand_v 2, no output gate), same state
+    assert all(set(u.cfg.model.mixer_kwargs) <= {"num_slots", "chunk_size"} for u in comp.units[:2])
+    gdn = comp.units[2].cfg.model
+    assert (gdn.num_heads, gdn.mixer_kwargs) == (2, {"expand_v": 2, "use_gate": False})
+    # quick: one lr for the recurrent models, two chosen on validation for attention (docs/results.md)
+    assert [u.lr_grid for u in comp.units] == [[1e-2], [1e-2], [1e-2], [3.2e-3, 1e-2]]
     full = load_compare_config(DEFAULT_CONFIG, preset="full")
     assert full.protocol.lr_grid == C.ZOOLOGY_LR_GRID and len(full.protocol.seeds) >= 3
     examples = [c.units[0].cfg.train.steps * c.units[0].cfg.train.batch_size for c in (comp, full)]
