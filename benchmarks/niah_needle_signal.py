@@ -10,8 +10,14 @@ already routes the answer's error to the tokens that hold the answer: the signal
 checkpoint), per layer the mean forget gate β and the needle's retention ``Σ log β`` from the end of
 the needle sentence to the query (e^-5 keeps 0.7 % of a write), at needle depths 0, 0.5 and 1.
 
+``memory``: for trained Trellis runs, at the test lengths (the needle at depth 0.5), per layer the memories'
+Frobenius norms ‖Mk‖, ‖Mv‖ at the query (the decode cache's state after the prompt) and the write strength
+``γ‖k‖²`` at the needle's digits over its mean over the prompt: whether the memory keeps a fixed scale, and how
+much the needle stands out of what else is written, as the haystack grows past the training length.
+
     python benchmarks/niah_needle_signal.py init [key=value ...] [--out benchmarks/results/niah_needle_signal_init]
     python benchmarks/niah_needle_signal.py gates RUN [RUN ...] [--out benchmarks/results/niah_needle_signal_gates]
+    python benchmarks/niah_needle_signal.py memory RUN [RUN ...] [--out benchmarks/results/niah_needle_signal_memory]
 """
 from __future__ import annotations
 
@@ -116,19 +122,44 @@ def run_gates(runs, num: int, out) -> None:
                 + "\n".join(md), {"samples": num, "rows": rows})
 
 
+def run_memory(runs, num: int, out) -> None:
+    rows = []
+    for run in runs:
+        task, net = _trained(run)
+        for length in task.cfg.niah.test_lengths:
+            smp = niah_samples(task.tokenizer, [length], [0.5], num, seed=split_seed(task.cfg.niah.seed, "test"))
+            x, _ = encode_niah(task.tokenizer, smp, task.pad_id)
+            calls = trellis_op_inputs(net, x)
+            with torch.no_grad():
+                states = net(x, use_cache=True).past_key_values.states
+            for layer, c in enumerate(calls):
+                write = c["gamma"][..., 0] * c["k"][..., 0, :].float().pow(2).sum(-1)  # γ‖k‖², head 0  [B, T]
+                ratio = statistics.mean((write[i, _digit_positions(task, s)[0]].mean() / write[i, :s.num_tokens].mean()).item()
+                                        for i, s in enumerate(smp))
+                Mk, Mv = states[layer]["recurrent_state"]
+                rows.append({"run": run, "length": length, "layer": layer, "Mk_norm": Mk.norm(dim=(-2, -1)).mean().item(),
+                             "Mv_norm": Mv.norm(dim=(-2, -1)).mean().item(), "needle_write_ratio": ratio})
+                print(rows[-1], flush=True)
+    md = ["| run | length | layer | ‖Mk‖ | ‖Mv‖ | γ‖k‖² needle digits / prompt mean |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['run']} | {r['length']} | {r['layer']} | {r['Mk_norm']:.2f} | {r['Mv_norm']:.2f} | {r['needle_write_ratio']:.1f} |"
+           for r in rows]
+    print("\n".join(md))
+    save_report(out, f"Trained Trellis on S-NIAH: memory norms at the query and the needle's write strength (head 0), "
+                f"needle at depth 0.5, mean over {num} test samples per length.\n\n" + "\n".join(md),
+                {"samples": num, "rows": rows})
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("mode", choices=("init", "gates"))
-    ap.add_argument("args", nargs="*", help="init: compare_niah overrides (key=value); gates: run folders")
+    ap.add_argument("mode", choices=("init", "gates", "memory"))
+    ap.add_argument("args", nargs="*", help="init: compare_niah overrides (key=value); gates, memory: run folders")
     ap.add_argument("--samples", type=int, default=8, help="test samples per depth")
     ap.add_argument("--out", default=None, help="report path without suffix (default benchmarks/results/niah_needle_signal_MODE)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = a.out or f"benchmarks/results/niah_needle_signal_{a.mode}"
-    if a.mode == "init":
-        run_init(a.args, a.samples, out)
-    else:
-        run_gates(a.args, a.samples, out)
+    run = {"init": run_init, "gates": run_gates, "memory": run_memory}[a.mode]
+    run(a.args, a.samples, out)
 
 
 if __name__ == "__main__":
