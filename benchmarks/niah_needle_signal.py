@@ -38,8 +38,10 @@ from slotmem.train.tasks import build_task
 DEPTHS = (0.0, 0.5, 1.0)
 
 
-def _samples(task, depth: float, num: int):
-    smp = niah_samples(task.tokenizer, [task.cfg.niah.train_lengths[0]], [depth], num, seed=split_seed(task.cfg.niah.seed, "test"))
+def _samples(task, depth: float, num: int, length: int | None = None):
+    """``num`` test samples at ``depth`` and ``length`` (default: the training length), with their encoding."""
+    length = task.cfg.niah.train_lengths[0] if length is None else length
+    smp = niah_samples(task.tokenizer, [length], [depth], num, seed=split_seed(task.cfg.niah.seed, "test"))
     return smp, *encode_niah(task.tokenizer, smp, task.pad_id)
 
 
@@ -127,16 +129,12 @@ def run_memory(runs, num: int, out) -> None:
     for run in runs:
         task, net = _trained(run)
         for length in task.cfg.niah.test_lengths:
-            smp = niah_samples(task.tokenizer, [length], [0.5], num, seed=split_seed(task.cfg.niah.seed, "test"))
-            x, _ = encode_niah(task.tokenizer, smp, task.pad_id)
-            calls = trellis_op_inputs(net, x)
-            with torch.no_grad():
-                states = net(x, use_cache=True).past_key_values.states
-            for layer, c in enumerate(calls):
+            smp, x, _ = _samples(task, 0.5, num, length)
+            for layer, c in enumerate(trellis_op_inputs(net, x, use_cache=True)):
                 write = c["gamma"][..., 0] * c["k"][..., 0, :].float().pow(2).sum(-1)  # γ‖k‖², head 0  [B, T]
                 ratio = statistics.mean((write[i, _digit_positions(task, s)[0]].mean() / write[i, :s.num_tokens].mean()).item()
                                         for i, s in enumerate(smp))
-                Mk, Mv = states[layer]["recurrent_state"]
+                Mk, Mv = c["state"]
                 rows.append({"run": run, "length": length, "layer": layer, "Mk_norm": Mk.norm(dim=(-2, -1)).mean().item(),
                              "Mv_norm": Mv.norm(dim=(-2, -1)).mean().item(), "needle_write_ratio": ratio})
                 print(rows[-1], flush=True)
